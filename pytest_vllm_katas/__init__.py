@@ -1,0 +1,12 @@
+"""vllm-katas: graded exercises on vLLM's internals.
+
+The public helpers for kata tests are re-exported here; the pytest plugin itself lives in
+:mod:`pytest_vllm_katas.plugin`. Importing this package never imports torch, triton or vllm.
+"""
+
+from __future__ import annotations
+
+from .catalog import Kata, KataError, discover, find_root
+from .tolerance import TOLERANCES, assert_close
+
+__all__ = ["TOLERANCES", "Kata", "KataError", "assert_close", "discover", "find_root"]

@@ -1,0 +1,62 @@
+"""Learner-facing outcomes: "todo" for unimplemented code and one-line import errors.
+
+A ``NotImplementedError`` raised from the learner's own files is not a bug, it is the next thing
+to do: the report says so in one line (``todo: <message> (<file>:<line>)``) instead of a
+traceback. It still counts as not passed (the run's exit status is 1), so CI stays honest.
+
+The verdict is decided where the test ran (an xdist worker, or the only process) and travels to
+the controller in ``report.user_properties``, which xdist serializes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .impl import KataImportError, _relative
+
+OUTCOME_PROPERTY = "katas_outcome"
+TODO, IMPORT_ERROR = "todo", "import-error"
+
+
+def learner_outcome(report: pytest.TestReport) -> str | None:
+    """``"todo"`` or ``"import-error"`` when the plugin rewrote this report, else None."""
+    for key, value in report.user_properties:
+        if key == OUTCOME_PROPERTY:
+            return value
+    return None
+
+
+def _is_learner_file(path: Path) -> bool:
+    # The learner's files are everything under katas/ except the tests themselves; the
+    # reference lives under reference/, so a NotImplementedError there stays a real failure.
+    parts = path.resolve().parts
+    return "katas" in parts and not path.name.startswith("test_")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report: pytest.TestReport = yield
+    excinfo = call.excinfo
+    if excinfo is None:
+        return report
+    if isinstance(excinfo.value, KataImportError):
+        report.longrepr = f"error: {excinfo.value}"
+        report.user_properties.append((OUTCOME_PROPERTY, IMPORT_ERROR))
+    elif isinstance(excinfo.value, NotImplementedError):
+        raised_at = excinfo.traceback[-1]
+        path = Path(str(raised_at.path))
+        if _is_learner_file(path):
+            message = str(excinfo.value).strip() or "not implemented yet"
+            report.longrepr = f"todo: {message} ({_relative(path)}:{raised_at.lineno + 1})"
+            report.user_properties.append((OUTCOME_PROPERTY, TODO))
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    if learner_outcome(report) == TODO and report.failed:
+        # Its own category: shown as "T", counted as "todo" in the final line, and kept out of
+        # the FAILURES section (the progress summary prints its one line instead).
+        return TODO, "T", ("TODO", {"yellow": True})
+    return None

@@ -1,0 +1,15 @@
+"""The pytest plugin of vllm-katas, registered through the ``pytest11`` entry point.
+
+Each concern is its own module (the pattern of pytest's own plugins); registering this module
+registers them all. Nothing here imports torch, triton or vllm.
+"""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "pytest_vllm_katas.impl",
+    "pytest_vllm_katas.tiers",
+    "pytest_vllm_katas.outcomes",
+    "pytest_vllm_katas.progress",
+    "pytest_vllm_katas.header",
+]

@@ -1,0 +1,147 @@
+"""The kata contract (CONTRIBUTING.md), checked for every kata in the repository.
+
+The two authoring guarantees are proven by running the kata suite itself, once per
+implementation, in a subprocess: the reference passes every test, and the pristine stub fails
+every test with NotImplementedError only (reported as "todo"). Run this on a clean checkout:
+a stub you have started filling in is, by design, no longer pristine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_vllm_katas.catalog import Kata, discover, kata_folders, load_kata
+
+ROOT = Path(__file__).resolve().parents[1]
+KATAS = discover(ROOT)
+IDS = [k.id for k in KATAS]
+
+
+def test_the_repository_has_katas() -> None:
+    assert len(KATAS) >= 4, "expected at least the four Phase 00 katas"
+
+
+@pytest.mark.parametrize("folder", kata_folders(ROOT), ids=lambda f: f"{f.parent.name}/{f.name}")
+def test_kata_toml_is_valid(folder: Path) -> None:
+    load_kata(folder)  # raises KataError naming the file and the problem
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_kata_folder_has_every_file(kata: Kata) -> None:
+    required = [kata.folder / "__init__.py", kata.folder / "README.md", kata.stub_path,
+                kata.test_path, kata.folder / "kata.toml", kata.reference_path,
+                kata.folder.parent / "__init__.py", kata.reference_path.parent / "__init__.py"]
+    missing = [str(p.relative_to(ROOT)) for p in required if not p.is_file()]
+    assert not missing, f"{kata.id} is missing: {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_readme_tells_how_to_run_and_what_it_mirrors(kata: Kata) -> None:
+    text = (kata.folder / "README.md").read_text(encoding="utf-8")
+    assert f"pytest --impl=mine katas/{kata.id}" in text, "README must show how to grade it"
+    assert "upstream" in text.lower(), "README must name the vLLM file and symbol it mirrors"
+    assert "hint" in text.lower(), "README must carry tiered hints"
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_test_module_never_imports_stub_or_reference(kata: Kata) -> None:
+    source = kata.test_path.read_text(encoding="utf-8")
+    for forbidden in (kata.module_name("mine"), kata.module_name("reference")):
+        assert forbidden not in source, f"{kata.test_path.name} imports {forbidden}; use `impl`"
+
+
+def public_api(module_name: str) -> dict[str, str]:
+    """Public functions and classes defined in the module, with their signatures (and for a
+    class, the signatures of its public methods)."""
+    module = importlib.import_module(module_name)
+    api: dict[str, str] = {}
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+            continue
+        if inspect.isclass(obj):
+            api[name] = "class"
+            for attr, member in vars(obj).items():
+                if (attr.startswith("_") and attr != "__init__") or not callable(member):
+                    continue
+                api[f"{name}.{attr}"] = str(inspect.signature(member))
+        elif callable(obj):
+            try:
+                api[name] = str(inspect.signature(obj))
+            except (TypeError, ValueError):  # e.g. a triton.jit kernel: compare by name only
+                api[name] = "callable"
+    return api
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_stub_and_reference_expose_the_same_api(kata: Kata) -> None:
+    if kata.missing_requirements():
+        pytest.skip(f"needs {', '.join(kata.missing_requirements())} to import")
+    stub, reference = public_api(kata.module_name("mine")), public_api(kata.module_name("reference"))
+    assert stub, f"{kata.id}: the stub defines no public functions or classes"
+    assert stub == reference, (
+        f"{kata.id}: stub and reference differ: only in stub {sorted(stub.keys() - reference)}, "
+        f"only in reference {sorted(reference.keys() - stub)}, different signatures "
+        f"{sorted(k for k in stub.keys() & reference.keys() if stub[k] != reference[k])}"
+    )
+
+
+def run_kata_suite(impl: str, tmp: Path) -> dict[str, dict]:
+    report = tmp / f"{impl}.json"
+    command = [sys.executable, "-m", "pytest", "katas", f"--impl={impl}", "-q",
+               "-p", "no:cacheprovider", f"--katas-report={report}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert report.exists(), f"the kata suite did not run:\n{done.stdout[-3000:]}\n{done.stderr}"
+    return {k["id"]: k for k in json.loads(report.read_text())["katas"]}
+
+
+@pytest.fixture(scope="session")
+def reference_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return run_kata_suite("reference", tmp_path_factory.mktemp("reference"))
+
+
+@pytest.fixture(scope="session")
+def stub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return run_kata_suite("mine", tmp_path_factory.mktemp("mine"))
+
+
+def _allowed_skip(kata: Kata, result: dict) -> bool:
+    """A kata may be skipped only for a reason this machine really has."""
+    return result["status"] == "skipped" and bool(result["skip_reasons"])
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_reference_passes_every_test(kata: Kata, reference_results: dict[str, dict]) -> None:
+    result = reference_results.get(kata.id)
+    assert result is not None, f"{kata.id}: no tests were collected"
+    if _allowed_skip(kata, result):
+        pytest.skip(f"{kata.id} skipped here: {result['skip_reasons'][0]}")
+    bad = [t for t in result["tests"] if t["outcome"] not in ("passed", "skipped")]
+    assert not bad, f"{kata.id}: the reference fails: " + "; ".join(
+        f"{t['nodeid']}: {t['message']}" for t in bad[:5])
+    assert result["passed"] >= 1
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_pristine_stub_fails_every_test_with_todo_only(kata: Kata,
+                                                      stub_results: dict[str, dict]) -> None:
+    result = stub_results.get(kata.id)
+    assert result is not None, f"{kata.id}: no tests were collected"
+    if _allowed_skip(kata, result):
+        pytest.skip(f"{kata.id} skipped here: {result['skip_reasons'][0]}")
+    not_todo = [t for t in result["tests"] if t["outcome"] not in ("todo", "skipped")]
+    assert not not_todo, f"{kata.id}: with the pristine stub these tests are not todo: " + "; ".join(
+        f"{t['nodeid']} -> {t['outcome']}: {t['message']}" for t in not_todo[:5])
+    assert result["counts"]["todo"] >= 1
+
+
+def test_readme_kata_map_lists_every_kata() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [k.id for k in KATAS if f"| {k.lab} | `{k.slug}` | {k.tier} |" not in readme]
+    assert not missing, f"README.md's kata map lacks: {', '.join(missing)}"
