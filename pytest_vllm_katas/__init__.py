@@ -7,6 +7,23 @@ The public helpers for kata tests are re-exported here; the pytest plugin itself
 from __future__ import annotations
 
 from .catalog import Kata, KataError, discover, find_root
+from .invariants import (
+    assert_same_outputs,
+    check_block_pool,
+    check_block_tables,
+    check_scheduler_step,
+)
 from .tolerance import TOLERANCES, assert_close
 
-__all__ = ["TOLERANCES", "Kata", "KataError", "assert_close", "discover", "find_root"]
+__all__ = [
+    "TOLERANCES",
+    "Kata",
+    "KataError",
+    "assert_close",
+    "assert_same_outputs",
+    "check_block_pool",
+    "check_block_tables",
+    "check_scheduler_step",
+    "discover",
+    "find_root",
+]

@@ -1,0 +1,212 @@
+"""The paged KV block pool: blocks, the free queue (the eviction order), and the prefix-cache index.
+
+Upstream twins (vLLM v0.22.1): ``vllm/v1/core/kv_cache_utils.py: KVCacheBlock,
+FreeKVCacheBlockQueue, hash_block_tokens`` and ``vllm/v1/core/block_pool.py: BlockPool``.
+Blocks hold metadata only; the K/V numbers would live in a big tensor indexed by ``block_id``.
+
+The invariants every operation keeps (``pytest_vllm_katas.invariants.check_block_pool`` checks
+them, for this pool and for a learner's):
+
+I1. A non-null block is in the free queue exactly when its ``ref_cnt`` is 0.
+I2. The pool never de-duplicates: a block id handed to a request stays that request's until it is
+    freed, even if another block holds identical tokens.
+I3. Only full blocks get a hash (the pool cannot know fullness; ``KVCacheManager`` only passes
+    full ones).
+I4. Free is not forgotten: a freed block keeps its hash and stays findable until it is popped for
+    reuse (lazy eviction); ``touch`` revives it from the middle of the queue in O(1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+BlockHash = int
+
+
+def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
+    """Chain a block's tokens onto its parent's hash.
+
+    Chaining makes a hit on block k imply blocks 0..k match too: ``ab|cd`` and ``xy|cd`` share the
+    second block's tokens but not its hash. Python's ``hash`` of a tuple of ints (and None) is
+    not salted, so this is stable across processes. Upstream adds ``extra_keys`` (LoRA id,
+    multimodal hashes, cache salt) and uses SHA-256 by default; we keep only the chain.
+    """
+    return hash((parent_hash, tuple(int(t) for t in token_ids)))
+
+
+# eq=False: blocks compare by identity. A generated __eq__/__repr__ would walk prev/next links
+# (recursing through the whole queue) and would call two distinct blocks with equal fields equal.
+@dataclass(eq=False)
+class KVCacheBlock:
+    block_id: int
+    ref_cnt: int = 0
+    block_hash: BlockHash | None = None
+    is_null: bool = False
+    # Owned by FreeKVCacheBlockQueue; nothing else may touch them.
+    prev_free: KVCacheBlock | None = field(default=None, repr=False)
+    next_free: KVCacheBlock | None = field(default=None, repr=False)
+
+    def reset_hash(self) -> None:
+        self.block_hash = None
+
+
+class FreeKVCacheBlockQueue:
+    """A doubly linked list threaded through the blocks themselves.
+
+    Why not ``collections.deque``: a prefix-cache hit must pull a block out of the *middle*
+    (``touch``), which a deque does in O(n). Here it is O(1) and allocates nothing. The two
+    sentinels mean no operation ever special-cases an empty list or an end.
+
+    Order is the eviction policy: the front is evicted first.
+    """
+
+    def __init__(self, blocks: Iterable[KVCacheBlock]) -> None:
+        self._head = KVCacheBlock(block_id=-1)
+        self._tail = KVCacheBlock(block_id=-1)
+        self._head.next_free = self._tail
+        self._tail.prev_free = self._head
+        self.num_free_blocks = 0
+        for block in blocks:
+            self.append(block)
+
+    def popleft(self) -> KVCacheBlock:
+        first = self._head.next_free
+        if first is self._tail or first is None:
+            raise ValueError("No free blocks available")
+        self.remove(first)
+        return first
+
+    def remove(self, block: KVCacheBlock) -> None:
+        prev, nxt = block.prev_free, block.next_free
+        if prev is None or nxt is None:
+            raise ValueError(f"block {block.block_id} is not in the free queue")
+        prev.next_free = nxt
+        nxt.prev_free = prev
+        block.prev_free = block.next_free = None
+        self.num_free_blocks -= 1
+
+    def append(self, block: KVCacheBlock) -> None:
+        if block.prev_free is not None or block.next_free is not None:
+            raise ValueError(f"block {block.block_id} is already in the free queue")
+        last = self._tail.prev_free
+        assert last is not None
+        last.next_free = block
+        block.prev_free = last
+        block.next_free = self._tail
+        self._tail.prev_free = block
+        self.num_free_blocks += 1
+
+    def get_all_free_blocks(self) -> list[KVCacheBlock]:
+        """Front to back (first evicted first). O(n): for tests and invariant checks."""
+        out: list[KVCacheBlock] = []
+        node = self._head.next_free
+        while node is not None and node is not self._tail:
+            out.append(node)
+            node = node.next_free
+        return out
+
+    def __len__(self) -> int:
+        return self.num_free_blocks
+
+
+class BlockPool:
+    """Hands out blocks, takes them back, and remembers which full blocks hold which prefix."""
+
+    def __init__(self, num_blocks: int, enable_caching: bool = True) -> None:
+        if num_blocks < 2:
+            raise ValueError(f"num_blocks must be >= 2 (block 0 is reserved), got {num_blocks}")
+        self.num_blocks = num_blocks
+        self.enable_caching = enable_caching
+        self.blocks = [KVCacheBlock(block_id=i) for i in range(num_blocks)]
+        self.free_queue = FreeKVCacheBlockQueue(self.blocks)
+        # One block per hash (upstream keeps several so ids stay stable; see cache_full_blocks).
+        self.cached_block_hash_to_block: dict[BlockHash, KVCacheBlock] = {}
+        # Block 0 is a placeholder that lets "no block here" live inside a block-table tensor
+        # without -1 sentinels. It is never handed out, freed, queued or cached.
+        self.null_block = self.free_queue.popleft()
+        self.null_block.is_null = True
+
+    def get_num_free_blocks(self) -> int:
+        return self.free_queue.num_free_blocks
+
+    def get_usage(self) -> float:
+        """Fraction of usable blocks in use; the null block is excluded from the denominator."""
+        return 1.0 - self.get_num_free_blocks() / (self.num_blocks - 1)
+
+    def get_new_blocks(self, num_blocks: int) -> list[KVCacheBlock]:
+        if num_blocks > self.get_num_free_blocks():
+            raise ValueError(f"Cannot get {num_blocks} free blocks from the pool")
+        out: list[KVCacheBlock] = []
+        for _ in range(num_blocks):
+            block = self.free_queue.popleft()
+            # Lazy eviction: a free block keeps its cached content until the moment it is reused.
+            self._maybe_evict(block)
+            assert block.ref_cnt == 0, f"free block {block.block_id} had ref_cnt {block.ref_cnt}"
+            block.ref_cnt = 1
+            out.append(block)
+        return out
+
+    def _maybe_evict(self, block: KVCacheBlock) -> bool:
+        if block.block_hash is None:
+            return False
+        # Drop the index entry only if it points at *this* block: another physical block may
+        # carry the same chained hash (identical content) and own the entry.
+        if self.cached_block_hash_to_block.get(block.block_hash) is block:
+            del self.cached_block_hash_to_block[block.block_hash]
+        block.reset_hash()
+        return True
+
+    def touch(self, blocks: Iterable[KVCacheBlock]) -> None:
+        """Take a reference on cache-hit blocks, reviving free ones (the O(1) middle removal)."""
+        for block in blocks:
+            if block.ref_cnt == 0 and not block.is_null:
+                self.free_queue.remove(block)
+            block.ref_cnt += 1
+
+    def free_blocks(self, ordered_blocks: Iterable[KVCacheBlock]) -> None:
+        """Drop one reference each; blocks reaching 0 join the queue *in the order given*.
+
+        The caller chooses eviction priority by that order (``KVCacheManager.free`` passes a
+        table tail-first). Freed blocks keep their hash (I4).
+        """
+        for block in ordered_blocks:
+            if block.is_null:
+                continue
+            if block.ref_cnt <= 0:
+                raise ValueError(f"block {block.block_id} freed more times than it was taken")
+            block.ref_cnt -= 1
+            if block.ref_cnt == 0:
+                self.free_queue.append(block)
+
+    def cache_full_blocks(
+        self, blocks: Sequence[KVCacheBlock], block_hashes: Sequence[BlockHash]
+    ) -> None:
+        """Register full blocks under their chained hashes (caller guarantees fullness, I3).
+
+        Skips the null block and blocks already hashed (prefix hits). If the hash is already
+        indexed to another block — same content computed twice, e.g. two identical prompts'
+        private tail blocks — this block stays unhashed: the index holds one block per hash, and
+        the pool never swaps a request's block for the existing twin (I2).
+        """
+        if not self.enable_caching:
+            return
+        for block, block_hash in zip(blocks, block_hashes, strict=True):
+            if block.is_null or block.block_hash is not None:
+                continue
+            if block_hash in self.cached_block_hash_to_block:
+                continue
+            block.block_hash = block_hash
+            self.cached_block_hash_to_block[block_hash] = block
+
+    def get_cached_block(self, block_hash: BlockHash) -> KVCacheBlock | None:
+        return self.cached_block_hash_to_block.get(block_hash)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached hash (upstream ``BlockPool.reset_prefix_cache``)."""
+        for block in self.cached_block_hash_to_block.values():
+            block.reset_hash()
+        self.cached_block_hash_to_block.clear()
+
+    def __repr__(self) -> str:
+        return f"BlockPool(num_blocks={self.num_blocks}, free={self.get_num_free_blocks()})"

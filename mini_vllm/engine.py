@@ -1,0 +1,231 @@
+"""LLMEngine: add requests, pump ``step()``, get finished requests back.
+
+Upstream twins: ``vllm/v1/engine/llm_engine.py: LLMEngine`` (``add_request``, ``step``) and
+``vllm/v1/engine/core.py: EngineCore.step`` (schedule -> execute -> sample -> update). The
+detokenizer / output processor is folded into ``generate``.
+
+Constructor knobs and defaults (all keyword-only)::
+
+    LLMEngine(num_blocks=4096, block_size=16, enable_caching=True,
+              max_num_seqs=256, max_num_batched_tokens=2048, long_prefill_token_threshold=0,
+              seed=0, ...injection points below...)
+
+Injection points — how a kata runs the whole engine on a learner's part. Each replaces one organ;
+the rest of the engine is unchanged, so the result can be compared token for token with a stock
+engine:
+
+* ``block_pool_cls``: called as ``block_pool_cls(num_blocks=..., enable_caching=...)`` (kata
+  02-01's ``BlockPool``).
+* ``kv_cache_manager_cls``: called as ``kv_cache_manager_cls(num_blocks=..., block_size=...,
+  enable_caching=..., block_pool_cls=...)``.
+* ``scheduler_cls``: called as ``scheduler_cls(kv_cache_manager, max_num_seqs=...,
+  max_num_batched_tokens=..., long_prefill_token_threshold=...)``; subclass ``Scheduler`` and
+  override ``schedule`` to drive the engine with a learner's scheduling step.
+* ``sampler``: an object with ``sample(logits, params) -> int``, or a bare function with that
+  signature (kata 00-03's ``sample``).
+* ``model``: an object with ``forward(last_tokens, positions) -> logits`` (default
+  ``ToyModel(seed)``).
+* ``step_fn``: ``step_fn(scheduler, model, sampler) -> list[Request]`` replaces the body of
+  ``step()`` (kata 01-03's ``engine_step``); the default is :func:`engine_step`.
+
+Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
+in-flight request keeps being served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mini_vllm.kv_cache import KVCacheManager, cdiv
+from mini_vllm.model import ToyModel
+from mini_vllm.request import Request, RequestStatus, SamplingParams
+from mini_vllm.sampler import Sampler
+from mini_vllm.scheduler import Scheduler
+from mini_vllm.tokenizer import ByteTokenizer
+
+_FINISH_REASONS = {
+    RequestStatus.FINISHED_STOPPED: "stop",
+    RequestStatus.FINISHED_LENGTH: "length",
+    RequestStatus.FINISHED_ABORTED: "abort",
+}
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """What ``generate`` returns per prompt (flat; upstream nests it under ``outputs[0]``)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    text: str
+    finish_reason: str | None
+    num_preemptions: int
+
+
+class _FunctionSampler:
+    """Adapts a bare ``sample(logits, params) -> int`` function to the Sampler interface."""
+
+    def __init__(self, fn: Callable[[Any, Any], int]) -> None:
+        self._fn = fn
+
+    def sample(self, logits: Any, params: Any) -> int:
+        return int(self._fn(logits, params))
+
+
+def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
+    """One engine iteration: schedule -> forward -> sample -> update. Returns finished requests.
+
+    Each scheduled request contributes one logits row: its last scheduled token at position
+    ``num_computed_tokens + n - 1``. Only rows that reach the end of the known tokens sample.
+    """
+    output = scheduler.schedule()
+    if not output.scheduled_requests:
+        return []
+    last_tokens: list[int] = []
+    positions: list[int] = []
+    for request in output.scheduled_requests:
+        n = output.num_scheduled_tokens[request.request_id]
+        position = request.num_computed_tokens + n - 1
+        last_tokens.append(request.all_token_ids[position])
+        positions.append(position)
+    logits = model.forward(last_tokens, positions)
+    sampled: dict[str, int] = {}
+    for row, request in enumerate(output.scheduled_requests):
+        n = output.num_scheduled_tokens[request.request_id]
+        if Scheduler.needs_sample(request, n):
+            sampled[request.request_id] = sampler.sample(logits[row], request.sampling_params)
+    return scheduler.update_from_output(output, sampled)
+
+
+class LLMEngine:
+    def __init__(
+        self,
+        *,
+        num_blocks: int = 4096,
+        block_size: int = 16,
+        enable_caching: bool = True,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int = 2048,
+        long_prefill_token_threshold: int = 0,
+        seed: int = 0,
+        block_pool_cls: Callable[..., Any] | None = None,
+        kv_cache_manager_cls: Callable[..., Any] | None = None,
+        scheduler_cls: Callable[..., Any] | None = None,
+        sampler: Any | None = None,
+        model: Any | None = None,
+        step_fn: Callable[[Any, Any, Any], list[Request]] | None = None,
+    ) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.tokenizer = ByteTokenizer()
+        self.model = model if model is not None else ToyModel(seed=seed)
+        if sampler is None:
+            sampler = Sampler()
+        elif not hasattr(sampler, "sample"):
+            sampler = _FunctionSampler(sampler)
+        self.sampler = sampler
+        kv_factory = kv_cache_manager_cls or KVCacheManager
+        self.kv_cache_manager = kv_factory(
+            num_blocks=num_blocks,
+            block_size=block_size,
+            enable_caching=enable_caching,
+            block_pool_cls=block_pool_cls,
+        )
+        self.scheduler = (scheduler_cls or Scheduler)(
+            self.kv_cache_manager,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            long_prefill_token_threshold=long_prefill_token_threshold,
+        )
+        self._step_fn = step_fn or engine_step
+        self.num_steps = 0
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def add_request(
+        self, prompt: str | Sequence[int], sampling_params: SamplingParams | None = None
+    ) -> str:
+        """Validate, enqueue, return the new request id (``'req-<n>'``, process-global)."""
+        params = sampling_params if sampling_params is not None else SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"sampling_params must be a SamplingParams, got {type(params)!r}")
+        if isinstance(prompt, str):
+            token_ids = self.tokenizer.encode(prompt)
+        else:
+            token_ids = list(prompt)
+        if not token_ids:
+            raise ValueError("prompt is empty: a request needs at least one token")
+        request = Request(token_ids, params, eos_token_id=self.tokenizer.eos_token_id)
+        # The last sampled token is never fed back, so a full run needs P + max_tokens - 1 KV
+        # slots. A request that cannot fit even alone would preempt itself forever.
+        needed = request.num_prompt_tokens + params.max_tokens - 1
+        usable = (self.num_blocks - 1) * self.block_size
+        if needed > usable:
+            raise ValueError(
+                f"request needs {needed} KV slots ({cdiv(needed, self.block_size)} blocks of "
+                f"{self.block_size}) but the pool only ever has {usable} "
+                f"({self.num_blocks - 1} usable blocks): shorten the prompt or max_tokens"
+            )
+        self.scheduler.add_request(request)
+        return request.request_id
+
+    def get_request(self, request_id: str) -> Request:
+        """An unfinished request by id; ``ValueError`` for unknown or finished ids."""
+        return self.scheduler.find_request(request_id)
+
+    def abort_request(self, request_id: str) -> Request:
+        return self.scheduler.abort_request(request_id)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def step(self) -> list[Request]:
+        finished = self._step_fn(self.scheduler, self.model, self.sampler)
+        self.num_steps += 1
+        return finished
+
+    def generate(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+    ) -> list[RequestOutput]:
+        """Run prompts to completion; one ``RequestOutput`` per prompt, in prompt order.
+
+        ``sampling_params`` is one object for all prompts or a list with one per prompt. Requests
+        added earlier with ``add_request`` keep being served while this runs.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if sampling_params is None or isinstance(sampling_params, SamplingParams):
+            params_list = [sampling_params] * len(prompts)
+        else:
+            params_list = list(sampling_params)
+            if len(params_list) != len(prompts):
+                raise ValueError(
+                    f"got {len(params_list)} sampling params for {len(prompts)} prompts"
+                )
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params_list, strict=True)]
+        pending = set(ids)
+        done: dict[str, Request] = {}
+        while pending:
+            if not self.has_unfinished_requests():
+                raise RuntimeError(f"requests {sorted(pending)} vanished without finishing")
+            for request in self.step():
+                if request.request_id in pending:
+                    pending.discard(request.request_id)
+                    done[request.request_id] = request
+        return [self._to_output(done[rid]) for rid in ids]
+
+    def _to_output(self, request: Request) -> RequestOutput:
+        return RequestOutput(
+            request_id=request.request_id,
+            prompt_token_ids=list(request.prompt_token_ids),
+            output_token_ids=list(request.output_token_ids),
+            text=self.tokenizer.decode(request.output_token_ids),
+            finish_reason=_FINISH_REASONS.get(request.status),
+            num_preemptions=request.num_preemptions,
+        )

@@ -1,0 +1,182 @@
+"""KVCacheManager: per-request block tables on top of the block pool; the scheduler's only KV API.
+
+Upstream twin: ``vllm/v1/core/kv_cache_manager.py: KVCacheManager`` (``get_computed_blocks``,
+``allocate_slots``, ``free``), with the single-attention-type logic of
+``single_type_kv_cache_manager.py`` folded in.
+
+The seam: the scheduler decides policy (who runs, who is preempted); this class knows the truth
+about memory and answers "can this request grow by n tokens?" with blocks or ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mini_vllm.block_pool import BlockHash, BlockPool, KVCacheBlock, hash_block_tokens
+from mini_vllm.request import Request
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class KVCacheManager:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int = 16,
+        enable_caching: bool = True,
+        block_pool: Any | None = None,
+        block_pool_cls: Callable[..., Any] | None = None,
+    ) -> None:
+        """``block_pool`` (an instance) or ``block_pool_cls`` (called as
+        ``block_pool_cls(num_blocks=..., enable_caching=...)``) swaps in another pool, e.g. a
+        learner's from kata 02-01. Anything with BlockPool's public methods works.
+        """
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_caching = enable_caching
+        if block_pool is None:
+            factory = block_pool_cls or BlockPool
+            block_pool = factory(num_blocks=num_blocks, enable_caching=enable_caching)
+        self.block_pool = block_pool
+        self.req_to_blocks: dict[str, list[KVCacheBlock]] = {}
+        # How many leading blocks of each table are already registered in the cache index,
+        # so each allocation hashes only the blocks that just became full.
+        self.num_cached_blocks: dict[str, int] = {}
+        self._req_to_hashes: dict[str, list[BlockHash]] = {}
+
+    @property
+    def num_usable_blocks(self) -> int:
+        return self.num_blocks - 1  # block 0 is the null block
+
+    def max_tokens_that_fit(self) -> int:
+        """KV slots in the whole pool: a request needing more can never run (deadlock guard)."""
+        return self.num_usable_blocks * self.block_size
+
+    def get_block_ids(self, request_id: str) -> list[int]:
+        return [b.block_id for b in self.req_to_blocks.get(request_id, [])]
+
+    def get_blocks(self, request_id: str) -> list[KVCacheBlock]:
+        return list(self.req_to_blocks.get(request_id, []))
+
+    def get_usage(self) -> float:
+        return self.block_pool.get_usage()
+
+    def _block_hashes(self, request: Request, num_full_blocks: int) -> list[BlockHash]:
+        """Chained hashes of the request's first ``num_full_blocks`` blocks, memoised.
+
+        Token lists only grow (outputs are appended, preemption keeps them), so a hash once
+        computed for a request stays right.
+        """
+        hashes = self._req_to_hashes.setdefault(request.request_id, [])
+        if len(hashes) < num_full_blocks:
+            tokens = request.all_token_ids
+            parent = hashes[-1] if hashes else None
+            bs = self.block_size
+            for i in range(len(hashes), num_full_blocks):
+                parent = hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs])
+                hashes.append(parent)
+        return hashes[:num_full_blocks]
+
+    def get_computed_blocks(self, request: Request) -> tuple[list[KVCacheBlock], int]:
+        """The longest cached prefix of full blocks, as (blocks, number of tokens they cover).
+
+        Capped at ``num_tokens - 1`` tokens: the last token must be computed anyway, because its
+        forward pass is what yields the logits for the next token. Walks from the front and stops
+        at the first miss (the chained hash makes a later hit meaningless without the earlier).
+        """
+        if not self.enable_caching:
+            return [], 0
+        max_hit_blocks = (request.num_tokens - 1) // self.block_size
+        hits: list[KVCacheBlock] = []
+        for block_hash in self._block_hashes(request, max_hit_blocks):
+            block = self.block_pool.get_cached_block(block_hash)
+            if block is None:
+                break
+            hits.append(block)
+        return hits, len(hits) * self.block_size
+
+    def allocate_slots(
+        self,
+        request: Request,
+        num_new_tokens: int,
+        new_computed_blocks: Sequence[KVCacheBlock] | None = None,
+    ) -> list[KVCacheBlock] | None:
+        """Make room for ``num_new_tokens`` more tokens; return the new blocks, or ``None``.
+
+        ``None`` (not enough free blocks) is ordinary control flow: the scheduler preempts or stops
+        admitting. An empty list means "fits in blocks it already has" — test with ``is None``.
+
+        Caller contract: for an admission with prefix hits, ``request.num_computed_tokens`` must
+        already equal the hit count and ``new_computed_blocks`` be the hit blocks. The accounting
+        below trusts that counter; passing hits without adopting them over-allocates.
+
+        Free hit blocks (ref 0) are counted against the free pool before we commit: touching them
+        takes them out of the free queue. Forgetting that makes an exactly-sized pool fail
+        half-way through an allocation.
+        """
+        if num_new_tokens < 0:
+            raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
+        hits = list(new_computed_blocks or ())
+        rid = request.request_id
+        table = self.req_to_blocks.get(rid, [])
+        if hits and table:
+            raise ValueError(f"{rid}: prefix hits can only be adopted by a request with no blocks")
+        total_tokens = request.num_computed_tokens + num_new_tokens
+        if total_tokens > request.num_tokens:
+            raise ValueError(
+                f"{rid}: cannot compute {total_tokens} tokens, only {request.num_tokens} exist"
+            )
+        num_needed = cdiv(total_tokens, self.block_size) - len(table) - len(hits)
+        num_needed = max(num_needed, 0)
+        num_reviving = sum(1 for b in hits if b.ref_cnt == 0)
+        if num_needed > self.block_pool.get_num_free_blocks() - num_reviving:
+            return None
+
+        if hits:
+            self.block_pool.touch(hits)
+        new_blocks = self.block_pool.get_new_blocks(num_needed) if num_needed else []
+        if rid not in self.req_to_blocks:
+            self.req_to_blocks[rid] = table
+            self.num_cached_blocks[rid] = 0
+        table.extend(hits)
+        table.extend(new_blocks)
+        if hits:
+            self.num_cached_blocks[rid] = max(self.num_cached_blocks[rid], len(hits))
+        self._cache_full_blocks(request, total_tokens)
+        return new_blocks
+
+    def _cache_full_blocks(self, request: Request, num_tokens: int) -> None:
+        """Register blocks that are full once ``num_tokens`` tokens are computed — *now*.
+
+        Eager: hashed at allocation time, not when the forward pass finishes, so a request
+        admitted later in the same ``schedule()`` call already hits them (lab 03-06's 96).
+        Safe because the toy model is deterministic and a step's forward pass always completes.
+        """
+        if not self.enable_caching:
+            return
+        rid = request.request_id
+        num_full = num_tokens // self.block_size
+        start = self.num_cached_blocks[rid]
+        if num_full <= start:
+            return
+        hashes = self._block_hashes(request, num_full)
+        table = self.req_to_blocks[rid]
+        self.block_pool.cache_full_blocks(table[start:num_full], hashes[start:num_full])
+        self.num_cached_blocks[rid] = num_full
+
+    def free(self, request: Request) -> None:
+        """Release a request's blocks tail first.
+
+        The free queue evicts from the front, so the tail (private to this request) goes first and
+        the shared prefix (likely to be hit again) survives longest.
+        """
+        rid = request.request_id
+        table = self.req_to_blocks.pop(rid, [])
+        self.num_cached_blocks.pop(rid, None)
+        self._req_to_hashes.pop(rid, None)
+        self.block_pool.free_blocks(reversed(table))

@@ -1,0 +1,214 @@
+"""Scheduler: each step, decide who runs and how many tokens each gets.
+
+Upstream twins: ``vllm/v1/core/sched/scheduler.py: Scheduler.schedule / update_from_output /
+_preempt_request`` and ``vllm/v1/core/sched/output.py: SchedulerOutput``.
+
+There is no "prefill phase" or "decode phase": every request has ``num_tokens`` and
+``num_computed_tokens``, and the scheduler hands out tokens so the second catches up with the
+first. A prompt is just a large gap; a decode is a gap of one.
+
+Per-step invariants (``pytest_vllm_katas.invariants.check_scheduler_step``):
+1. an unfinished request is in exactly one of ``waiting`` / ``running``;
+2. ``sum(num_scheduled_tokens) <= max_num_batched_tokens``;
+3. ``len(running) <= max_num_seqs``;
+4. a request samples this step iff ``num_computed_tokens + n == num_tokens``;
+5. preemption frees all KV and resets ``num_computed_tokens`` to 0 (recompute, never swap).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from mini_vllm.request import Request, RequestStatus
+
+
+@dataclass
+class SchedulerOutput:
+    """One step's plan. ``scheduled_requests`` is in row order: logits row i is request i.
+
+    Rows are the running requests (in admission order) followed by this step's admissions.
+    """
+
+    num_scheduled_tokens: dict[str, int] = field(default_factory=dict)
+    scheduled_requests: list[Request] = field(default_factory=list)
+    preempted_req_ids: list[str] = field(default_factory=list)
+    #: ids admitted from ``waiting`` this step (new or resumed after preemption).
+    scheduled_new_req_ids: list[str] = field(default_factory=list)
+
+    @property
+    def total_num_scheduled_tokens(self) -> int:
+        return sum(self.num_scheduled_tokens.values())
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.num_scheduled_tokens
+
+
+class Scheduler:
+    def __init__(
+        self,
+        kv_cache_manager: Any,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int = 2048,
+        long_prefill_token_threshold: int = 0,
+    ) -> None:
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        if max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {max_num_batched_tokens}")
+        if long_prefill_token_threshold < 0:
+            raise ValueError("long_prefill_token_threshold must be >= 0 (0 disables it)")
+        self.kv = kv_cache_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.long_prefill_token_threshold = long_prefill_token_threshold
+        self.waiting: deque[Request] = deque()
+        # Admission order matters: FCFS preemption takes the *last* one (least progress lost).
+        self.running: list[Request] = []
+
+    # -- queue management ---------------------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        request.status = RequestStatus.WAITING
+        self.waiting.append(request)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def find_request(self, request_id: str) -> Request:
+        for request in (*self.running, *self.waiting):
+            if request.request_id == request_id:
+                return request
+        raise ValueError(f"unknown request id {request_id!r} (never added, or already finished)")
+
+    def abort_request(self, request_id: str) -> Request:
+        """Drop an unfinished request and free its KV; everyone else carries on."""
+        request = self.find_request(request_id)
+        if request in self.running:
+            self.running.remove(request)
+        else:
+            self.waiting.remove(request)
+        self.kv.free(request)
+        request.status = RequestStatus.FINISHED_ABORTED
+        return request
+
+    # -- the step -----------------------------------------------------------------------------
+
+    def _clamp_new_tokens(self, num_new_tokens: int, token_budget: int) -> int:
+        threshold = self.long_prefill_token_threshold
+        if 0 < threshold < num_new_tokens:
+            num_new_tokens = threshold
+        return max(min(num_new_tokens, token_budget), 0)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        token_budget = self.max_num_batched_tokens
+
+        # Phase A — running requests first: they hold KV already, and a user is watching their
+        # stream. Starving a decode to admit a prompt is what causes latency spikes.
+        req_index = 0
+        while req_index < len(self.running) and token_budget > 0:
+            request = self.running[req_index]
+            n = self._clamp_new_tokens(
+                request.num_tokens - request.num_computed_tokens, token_budget
+            )
+            if n == 0:  # nothing left to compute (cannot happen for a live request; defensive)
+                req_index += 1
+                continue
+            while True:
+                blocks = self.kv.allocate_slots(request, n)
+                if blocks is not None:
+                    break
+                # Out of blocks: preempt the most recently admitted request (LIFO). It is always
+                # at or after req_index, so nobody already scheduled this step is a victim.
+                victim = self.running.pop()
+                self._preempt(victim)
+                out.preempted_req_ids.append(victim.request_id)
+                if victim is request:
+                    break
+            if blocks is None:
+                break  # the requester preempted itself; nobody behind it can fit either
+            out.scheduled_requests.append(request)
+            out.num_scheduled_tokens[request.request_id] = n
+            token_budget -= n
+            req_index += 1
+
+        # Phase B — admit waiting requests, FCFS, while budget, seats and memory last. Not in a
+        # step that preempted: admitting now would just be preempted back (thrash).
+        while (
+            self.waiting
+            and token_budget > 0
+            and len(self.running) < self.max_num_seqs
+            and not out.preempted_req_ids
+        ):
+            request = self.waiting[0]
+            hits, num_cached = self.kv.get_computed_blocks(request)
+            request.num_computed_tokens = num_cached  # the allocation accounting trusts this
+            num_new = request.num_tokens - num_cached
+            if num_new == 0:
+                # Whole prompt cached: still recompute the last token, which produces the logits.
+                # Unreachable with the num_tokens - 1 hit cap; kept for KV managers without it.
+                request.num_computed_tokens = num_cached = request.num_tokens - 1
+                num_new = 1
+            n = self._clamp_new_tokens(num_new, token_budget)
+            blocks = self.kv.allocate_slots(request, n, hits)
+            if blocks is None:
+                request.num_computed_tokens = 0  # not admitted: adopt nothing
+                break  # head-of-line blocking by design: no skipping to a smaller waiter
+            self.waiting.popleft()
+            request.status = RequestStatus.RUNNING
+            self.running.append(request)
+            out.scheduled_requests.append(request)
+            out.scheduled_new_req_ids.append(request.request_id)
+            out.num_scheduled_tokens[request.request_id] = n
+            token_budget -= n
+        return out
+
+    def _preempt(self, request: Request) -> None:
+        """Recompute-style preemption: drop the KV, keep the tokens, go to the front of the line.
+
+        The outputs so far stay, so on re-admission the request re-prefills prompt + outputs and
+        its next sample sees the same (last token, position) — the continuation is unchanged.
+        """
+        self.kv.free(request)
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        request.status = RequestStatus.PREEMPTED
+        self.waiting.appendleft(request)
+
+    @staticmethod
+    def needs_sample(request: Request, num_scheduled: int) -> bool:
+        """A step samples for a request only when it computes the request's last known token."""
+        return request.num_computed_tokens + num_scheduled == request.num_tokens
+
+    def update_from_output(self, output: SchedulerOutput, sampled: dict[str, int]) -> list[Request]:
+        """Advance counters, append sampled tokens, reap finished requests (freeing their KV).
+
+        Must be called every step, sampled or not: mid-prefill chunks advance
+        ``num_computed_tokens`` without producing a token.
+        """
+        finished: list[Request] = []
+        for request in output.scheduled_requests:
+            n = output.num_scheduled_tokens[request.request_id]
+            wants_token = self.needs_sample(request, n)
+            has_token = request.request_id in sampled
+            if wants_token != has_token:
+                raise ValueError(
+                    f"{request.request_id}: a token must be sampled exactly when "
+                    f"num_computed_tokens + n == num_tokens ({request.num_computed_tokens} + {n} "
+                    f"vs {request.num_tokens}); got sampled={has_token}"
+                )
+            request.num_computed_tokens += n
+            if has_token:
+                request.append_output_token(sampled[request.request_id])
+                if request.maybe_finish():
+                    finished.append(request)
+        for request in finished:
+            self.running.remove(request)
+            self.kv.free(request)
+        return finished
