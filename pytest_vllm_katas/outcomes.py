@@ -20,9 +20,10 @@ OUTCOME_PROPERTY = "katas_outcome"
 TODO, IMPORT_ERROR = "todo", "import-error"
 
 
-def learner_outcome(report: pytest.TestReport) -> str | None:
+def learner_outcome(report: pytest.TestReport | pytest.CollectReport) -> str | None:
     """``"todo"`` or ``"import-error"`` when the plugin rewrote this report, else None."""
-    for key, value in report.user_properties:
+    # Collection reports reach the same hooks and carry no user_properties.
+    for key, value in getattr(report, "user_properties", ()):
         if key == OUTCOME_PROPERTY:
             return value
     return None

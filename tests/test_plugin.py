@@ -114,6 +114,16 @@ def test_module_with_two_tier_markers_is_a_collection_error(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(["*exactly one tier marker*found cpu_ok, gpu_req*"])
 
 
+def test_missing_kata_toml_is_a_collection_error_naming_the_file(
+        pytester: pytest.Pytester) -> None:
+    write_kata(pytester)
+    (pytester.path / "katas" / "phase00" / "demo" / "kata.toml").unlink()
+    result = run(pytester, "katas")
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*phase00/demo/kata.toml: missing*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 def test_tier_marker_must_match_kata_toml(pytester: pytest.Pytester) -> None:
     write_kata(pytester, tier="cpu_ok",
                tests="import pytest\npytestmark = pytest.mark.gpu_opt\n"
