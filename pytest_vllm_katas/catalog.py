@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,7 @@ def discover(root: Path) -> list[Kata]:
     return sorted(katas, key=lambda k: (k.phase, k.order, k.slug))
 
 
-@lru_cache(maxsize=None)
+@cache
 def kata_for_path(path: Path) -> Kata | None:
     """The kata a file (typically its test module) belongs to, or None outside ``katas/``."""
     path = Path(path).resolve()

@@ -27,7 +27,7 @@ TOLERANCES: dict[str, Tolerance] = {
     # Closed-form arithmetic on decimal constants (312e12 / 2.0e12 and friends).
     "arithmetic": Tolerance(0.0, 1e-12, "closed-form float arithmetic"),
     "float32": Tolerance(1e-5, 1e-5, "float32 accumulation"),
-    # fp16 inputs accumulated in fp32 (Triton kernel vs torch reference): ~1e-3 observed, 1e-2 bound.
+    # fp16 inputs, fp32 accumulators (Triton kernel vs torch reference): ~1e-3 seen, 1e-2 bound.
     "fp16-accumulated-in-fp32": Tolerance(1e-2, 0.0, "fp16 storage, fp32 accumulators"),
     # fp16 end to end vs an fp32/float64 dense reference: 11-bit mantissa, values of order 1.
     "fp16": Tolerance(2e-2, 2e-2, "fp16 arithmetic"),

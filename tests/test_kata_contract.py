@@ -83,7 +83,8 @@ def public_api(module_name: str) -> dict[str, str]:
 def test_stub_and_reference_expose_the_same_api(kata: Kata) -> None:
     if kata.missing_requirements():
         pytest.skip(f"needs {', '.join(kata.missing_requirements())} to import")
-    stub, reference = public_api(kata.module_name("mine")), public_api(kata.module_name("reference"))
+    stub = public_api(kata.module_name("mine"))
+    reference = public_api(kata.module_name("reference"))
     assert stub, f"{kata.id}: the stub defines no public functions or classes"
     assert stub == reference, (
         f"{kata.id}: stub and reference differ: only in stub {sorted(stub.keys() - reference)}, "
@@ -136,8 +137,8 @@ def test_pristine_stub_fails_every_test_with_todo_only(kata: Kata,
     if _allowed_skip(kata, result):
         pytest.skip(f"{kata.id} skipped here: {result['skip_reasons'][0]}")
     not_todo = [t for t in result["tests"] if t["outcome"] not in ("todo", "skipped")]
-    assert not not_todo, f"{kata.id}: with the pristine stub these tests are not todo: " + "; ".join(
-        f"{t['nodeid']} -> {t['outcome']}: {t['message']}" for t in not_todo[:5])
+    details = "; ".join(f"{t['nodeid']} -> {t['outcome']}: {t['message']}" for t in not_todo[:5])
+    assert not not_todo, f"{kata.id}: with the pristine stub, tests that are not todo: {details}"
     assert result["counts"]["todo"] >= 1
 
 

@@ -64,7 +64,8 @@ def test_invalid_env_impl_is_a_usage_error_naming_the_choices(pytester: pytest.P
     write_kata(pytester)
     result = run(pytester, "katas", KATAS_IMPL="solution")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*KATAS_IMPL='solution' is not an implementation*reference, mine*"])
+    result.stderr.fnmatch_lines(
+        ["*KATAS_IMPL='solution' is not an implementation*reference, mine*"])
 
 
 def test_learner_syntax_error_breaks_only_that_kata(pytester: pytest.Pytester) -> None:
@@ -74,7 +75,8 @@ def test_learner_syntax_error_breaks_only_that_kata(pytester: pytest.Pytester) -
     result = run(pytester, "--impl=mine", "katas")
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
-        "*error: cannot import katas/phase00/broken/broken.py: SyntaxError: *(katas/phase00/broken/broken.py:1)*",
+        "*error: cannot import katas/phase00/broken/broken.py: SyntaxError: "
+        "*(katas/phase00/broken/broken.py:1)*",
     ])
     assert result.parseoutcomes() == {"errors": 2, "todo": 2}
     assert "phase00/demo: todo: add" in out, "the healthy kata must still be graded"
