@@ -70,24 +70,25 @@ def _collection_error(report: pytest.CollectReport, message: str) -> pytest.Coll
     return report
 
 
-def missing_requirements_reason(requires: tuple[str, ...] | list[str]) -> str | None:
-    """"needs torch, triton: <install command>" for what is not installed, or None."""
-    from importlib.util import find_spec
-
-    missing = [r for r in requires if find_spec(REQUIREMENTS[r][0]) is None]
+def missing_requirements_reason(kata: Kata) -> str | None:
+    """"needs torch, triton (not installed): <install command>" for what is missing, or None."""
+    missing = kata.missing_requirements()
     if not missing:
         return None
-    hints = dict.fromkeys(REQUIREMENTS[r][1] for r in missing)  # ordered, de-duplicated
+    if "triton" in missing:  # the triton extra brings torch too: one command is enough
+        missing_hints = ["triton"] + [r for r in missing if r not in ("torch", "triton")]
+    else:
+        missing_hints = missing
+    hints = dict.fromkeys(REQUIREMENTS[r][1] for r in missing_hints)  # ordered, de-duplicated
     return f"needs {', '.join(missing)} (not installed): {' ; '.join(hints)}"
 
 
 def skip_reason(kata: Kata) -> str | None:
     """Why ``kata`` cannot run on this machine, with how to fix it; None when it can."""
-    if kata.tier == "gpu_req" and not cuda_present():
+    reason = missing_requirements_reason(kata)
+    if reason is None and kata.tier == "gpu_req" and not cuda_present():
         reason = triton_fallback.gpu_req_skip_reason(list(kata.requires))
-        if reason:
-            return reason
-    return missing_requirements_reason(kata.requires)
+    return reason
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,6 @@ import os
 import sys
 from importlib.util import find_spec
 
-from .catalog import REQUIREMENTS
 from .hardware import cuda_present
 
 ENV_VAR = "TRITON_INTERPRET"
@@ -59,23 +58,12 @@ def configure_triton_interpreter() -> str | None:
 
 
 def gpu_req_skip_reason(requires: list[str]) -> str | None:
-    """Why a ``gpu_req`` kata cannot run here, or None when it can.
+    """Why a ``gpu_req`` kata cannot run on this machine without a GPU, or None when it can.
 
-    None means: run, on CUDA when a GPU is visible, else under the Triton interpreter. A
-    missing package is reported with its install command; a kata that needs a GPU for more than
-    Triton (CUDA graphs, say) is skipped on a machine without one. torch is not imported here:
-    whether it has CUDA support is asked only by a test that needs it.
+    Called only when no NVIDIA GPU is visible and the kata's packages are installed (the tier
+    gate reports missing packages first). None means: run under the Triton interpreter. A kata
+    that needs a GPU for more than Triton (CUDA graphs, say) is skipped.
     """
-    missing = [r for r in requires if find_spec(REQUIREMENTS.get(r, (r, ""))[0]) is None]
-    if missing:
-        hints = dict.fromkeys(REQUIREMENTS[r][1] for r in missing if r in REQUIREMENTS)
-        # `.[triton]` also brings torch: one command is enough when both are missing.
-        if "triton" in missing:
-            hints = {REQUIREMENTS["triton"][1]: None}
-        how = " ; ".join(hints) or "install them"
-        return f"needs {', '.join(missing)} (not installed): {how}"
-    if cuda_present():
-        return None
     if "triton" not in requires:
         return "needs a CUDA GPU (none found): run this kata on a machine with an NVIDIA GPU"
     if interpreter_enabled():
