@@ -24,15 +24,22 @@ from dataclasses import dataclass, field
 BlockHash = int
 
 
+# Stands in for "no parent" in the first block's hash (see hash_block_tokens).
+_ROOT_PARENT_HASH = 0
+
+
 def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
     """Chain a block's tokens onto its parent's hash.
 
     Chaining makes a hit on block k imply blocks 0..k match too: ``ab|cd`` and ``xy|cd`` share the
-    second block's tokens but not its hash. Python's ``hash`` of a tuple of ints (and None) is
-    not salted, so this is stable across processes. Upstream adds ``extra_keys`` (LoRA id,
-    multimodal hashes, cache salt) and uses SHA-256 by default; we keep only the chain.
+    second block's tokens but not its hash. Python's ``hash`` of a tuple of ints is not salted,
+    but before Python 3.12 ``hash(None)`` is derived from None's address, so the first block's
+    missing parent is replaced by a fixed int: the hash is then stable across processes.
+    Upstream adds ``extra_keys`` (LoRA id, multimodal hashes, cache salt) and uses SHA-256 by
+    default; we keep only the chain.
     """
-    return hash((parent_hash, tuple(int(t) for t in token_ids)))
+    parent = _ROOT_PARENT_HASH if parent_hash is None else parent_hash
+    return hash((parent, tuple(int(t) for t in token_ids)))
 
 
 # eq=False: blocks compare by identity. A generated __eq__/__repr__ would walk prev/next links
