@@ -1,0 +1,619 @@
+"""Spec for kata 02-01: the free queue, the chained hash and the block pool keep I1–I4.
+
+Every test that mutates a pool re-checks the shared invariant checkers
+(``pytest_vllm_katas.invariants``) afterwards, so a test fails at the first operation that
+breaks a rule, with the rule's name in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+import mini_vllm
+from mini_vllm import KVCacheBlock, KVCacheManager, LLMEngine, Request, SamplingParams
+from pytest_vllm_katas.invariants import (
+    assert_same_outputs,
+    check_block_pool,
+    check_block_tables,
+)
+
+pytestmark = pytest.mark.cpu_ok
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+# -- tiny builders ----------------------------------------------------------------------------
+
+
+def ids(blocks) -> list[int]:
+    return [b.block_id for b in blocks]
+
+
+def free_ids(pool) -> list[int]:
+    return ids(pool.free_queue.get_all_free_blocks())
+
+
+def checked(pool, tables=None):
+    """Run the shared checkers on ``pool`` (and on ``tables``: owner -> blocks); return it."""
+    check_block_pool(pool)
+    if tables is not None:
+        check_block_tables(pool, tables)
+    return pool
+
+
+def link_counting_blocks(n: int) -> tuple[list[KVCacheBlock], list[int]]:
+    """``n`` blocks that count every read or write of their ``prev_free`` / ``next_free``."""
+    counter = [0]
+
+    class LinkCountingBlock(KVCacheBlock):
+        def __getattribute__(self, name: str):
+            if name in ("prev_free", "next_free"):
+                counter[0] += 1
+            return object.__getattribute__(self, name)
+
+        def __setattr__(self, name: str, value) -> None:
+            if name in ("prev_free", "next_free"):
+                counter[0] += 1
+            object.__setattr__(self, name, value)
+
+    return [LinkCountingBlock(block_id=i) for i in range(n)], counter
+
+
+# -- the free queue ---------------------------------------------------------------------------
+
+
+def test_new_queue_holds_the_blocks_in_the_order_given(impl) -> None:
+    blocks = [KVCacheBlock(block_id=i) for i in (3, 0, 4, 1)]
+    queue = impl.FreeKVCacheBlockQueue(blocks)
+    assert ids(queue.get_all_free_blocks()) == [3, 0, 4, 1], (
+        f"a new queue keeps the order it was given; got {ids(queue.get_all_free_blocks())}"
+    )
+    assert queue.num_free_blocks == 4, f"num_free_blocks should be 4, got {queue.num_free_blocks}"
+    assert ids(impl.FreeKVCacheBlockQueue([]).get_all_free_blocks()) == [], (
+        "an empty queue holds nothing: the sentinels must never appear in get_all_free_blocks()"
+    )
+
+
+def test_popleft_takes_the_front_and_unlinks_it(impl) -> None:
+    blocks = [KVCacheBlock(block_id=i) for i in range(4)]
+    queue = impl.FreeKVCacheBlockQueue(blocks)
+    first = queue.popleft()
+    assert first is blocks[0], f"popleft should return the front block 0, got {first.block_id}"
+    assert first.prev_free is None and first.next_free is None, (
+        "a popped block must have prev_free and next_free reset to None"
+    )
+    assert ids(queue.get_all_free_blocks()) == [1, 2, 3] and queue.num_free_blocks == 3, (
+        f"after one popleft the queue should be [1, 2, 3] with num_free_blocks 3; got "
+        f"{ids(queue.get_all_free_blocks())} with {queue.num_free_blocks}"
+    )
+
+
+def test_popleft_on_an_empty_queue_raises_value_error(impl) -> None:
+    queue = impl.FreeKVCacheBlockQueue([KVCacheBlock(block_id=7)])
+    queue.popleft()
+    with pytest.raises(ValueError):
+        queue.popleft()
+    assert queue.num_free_blocks == 0, "a failed popleft must not change num_free_blocks"
+
+
+def test_append_goes_to_the_back(impl) -> None:
+    blocks = [KVCacheBlock(block_id=i) for i in range(4)]
+    queue = impl.FreeKVCacheBlockQueue(blocks[:2])
+    queue.append(blocks[3])
+    queue.append(blocks[2])
+    assert ids(queue.get_all_free_blocks()) == [0, 1, 3, 2], (
+        f"append adds at the back: expected [0, 1, 3, 2], got {ids(queue.get_all_free_blocks())}"
+    )
+    assert queue.num_free_blocks == 4, f"num_free_blocks should be 4, got {queue.num_free_blocks}"
+
+
+@pytest.mark.parametrize("position", ["front", "middle", "back"])
+def test_remove_keeps_the_rest_in_order(impl, position: str) -> None:
+    blocks = [KVCacheBlock(block_id=i) for i in range(5)]
+    queue = impl.FreeKVCacheBlockQueue(blocks)
+    victim = {"front": 0, "middle": 2, "back": 4}[position]
+    queue.remove(blocks[victim])
+    expected = [i for i in range(5) if i != victim]
+    assert ids(queue.get_all_free_blocks()) == expected, (
+        f"removing block {victim} should leave {expected}, got {ids(queue.get_all_free_blocks())}"
+    )
+    assert queue.num_free_blocks == 4, f"num_free_blocks should be 4, got {queue.num_free_blocks}"
+    assert blocks[victim].prev_free is None and blocks[victim].next_free is None, (
+        "a removed block must have prev_free and next_free reset to None"
+    )
+    queue.append(blocks[victim])
+    assert ids(queue.get_all_free_blocks()) == [*expected, victim], (
+        "a removed block can be appended again, at the back"
+    )
+
+
+def test_free_queue_o1_middle_removal(impl) -> None:
+    touches = {}
+    for n in (8, 1024):
+        blocks, counter = link_counting_blocks(n)
+        queue = impl.FreeKVCacheBlockQueue(blocks)
+        counter[0] = 0
+        queue.remove(blocks[n // 2])
+        touches[n] = counter[0]
+        walked = queue.get_all_free_blocks()
+        assert len(walked) == n - 1 and blocks[n // 2] not in walked, (
+            f"remove() left the block in the queue or lost others ({len(walked)} of {n - 1})"
+        )
+    assert touches[8] == touches[1024] and touches[1024] <= 12, (
+        f"remove() read or wrote prev_free/next_free {touches[8]} times in an 8-block queue and "
+        f"{touches[1024]} times in a 1024-block queue: it must relink only the two neighbours "
+        "(O(1)), never walk the queue"
+    )
+
+
+# -- the chained hash -------------------------------------------------------------------------
+
+
+def test_prefix_hash_is_chained(impl) -> None:
+    cd = [3, 4]
+    first = impl.hash_block_tokens(None, cd)
+    assert impl.hash_block_tokens(None, cd) == first, "the same block must hash the same twice"
+    assert impl.hash_block_tokens(None, tuple(cd)) == first, (
+        "a list and a tuple of the same tokens must hash the same"
+    )
+    after_ab = impl.hash_block_tokens(impl.hash_block_tokens(None, [1, 2]), cd)
+    after_xy = impl.hash_block_tokens(impl.hash_block_tokens(None, [9, 9]), cd)
+    assert after_ab != after_xy, (
+        "the block [3, 4] after [1, 2] must not hash like [3, 4] after [9, 9]: put the parent's "
+        "hash inside, or a request inherits KV computed under a different prefix"
+    )
+    assert impl.hash_block_tokens(None, [4, 3]) != first, "token order inside a block matters"
+    assert isinstance(first, int), f"a block hash is an int, got {type(first).__name__}"
+
+
+def test_hash_is_the_same_in_every_process(impl) -> None:
+    tokens = [104, 101, 108, 108]
+    here = impl.hash_block_tokens(impl.hash_block_tokens(None, tokens), tokens)
+    script = (
+        "import sys; sys.path.insert(0, '.'); import importlib; "
+        f"m = importlib.import_module({impl.__name__!r}); t = {tokens!r}; "
+        "print(m.hash_block_tokens(m.hash_block_tokens(None, t), t))"
+    )
+    seen = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, (
+            f"could not run hash_block_tokens in a subprocess:\n{done.stderr}"
+        )
+        seen.add(int(done.stdout.strip()))
+    assert seen == {here}, (
+        f"hash_block_tokens gave {sorted(seen)} in fresh processes and {here} here: hash only "
+        "ints and tuples of ints (Python salts the hash of a str per process, and before 3.12 "
+        "hash(None) is an address: give the first block a fixed int parent instead of None)"
+    )
+
+
+# -- the pool ---------------------------------------------------------------------------------
+
+
+def test_new_pool_reserves_block_zero_as_the_null_block(impl) -> None:
+    pool = checked(impl.BlockPool(num_blocks=6))
+    assert pool.null_block.block_id == 0 and pool.null_block.is_null, (
+        "block 0 is the null block (is_null=True)"
+    )
+    assert free_ids(pool) == [1, 2, 3, 4, 5], (
+        f"a new pool's queue holds blocks 1..5 in id order, got {free_ids(pool)}"
+    )
+    assert pool.get_num_free_blocks() == 5, f"5 usable blocks, got {pool.get_num_free_blocks()}"
+    assert pool.get_usage() == 0.0, f"nothing is used yet: usage 0.0, got {pool.get_usage()}"
+
+
+def test_get_new_blocks_pops_from_the_front_with_one_reference(impl) -> None:
+    pool = impl.BlockPool(num_blocks=8)
+    got = pool.get_new_blocks(3)
+    assert ids(got) == [1, 2, 3], f"the first 3 blocks handed out are [1, 2, 3], got {ids(got)}"
+    assert [b.ref_cnt for b in got] == [1, 1, 1], (
+        f"new blocks start with ref_cnt 1, got {[b.ref_cnt for b in got]}"
+    )
+    assert free_ids(pool) == [4, 5, 6, 7], f"the queue should be [4..7], got {free_ids(pool)}"
+    checked(pool, {"a": got})
+
+
+def test_get_new_blocks_beyond_free_raises_and_changes_nothing(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4)
+    held = pool.get_new_blocks(1)
+    with pytest.raises(ValueError):
+        pool.get_new_blocks(3)
+    assert free_ids(pool) == [2, 3] and pool.get_num_free_blocks() == 2, (
+        f"a refused allocation must take nothing: expected free [2, 3], got {free_ids(pool)}"
+    )
+    checked(pool, {"a": held})
+
+
+def test_free_blocks_appends_in_the_order_given(impl) -> None:
+    pool = impl.BlockPool(num_blocks=8)
+    got = pool.get_new_blocks(3)
+    pool.free_blocks(reversed(got))
+    assert free_ids(pool) == [4, 5, 6, 7, 3, 2, 1], (
+        f"freeing [3, 2, 1] appends them in that order behind the untouched blocks: expected "
+        f"[4, 5, 6, 7, 3, 2, 1], got {free_ids(pool)}"
+    )
+    assert all(b.ref_cnt == 0 for b in got), "freed blocks are back to ref_cnt 0"
+    checked(pool, {})
+
+
+def test_a_shared_block_stays_out_of_the_queue_until_its_last_holder_frees_it(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4)
+    (block,) = pool.get_new_blocks(1)
+    pool.touch([block])
+    assert block.ref_cnt == 2, f"touch on a held block adds a reference: 2, got {block.ref_cnt}"
+    pool.free_blocks([block])
+    assert block.ref_cnt == 1 and block.block_id not in free_ids(pool), (
+        "after one of two holders frees it the block has ref_cnt 1 and stays out of the queue (I1)"
+    )
+    checked(pool, {"b": [block]})
+    pool.free_blocks([block])
+    assert free_ids(pool)[-1] == block.block_id, "the last free puts it at the back of the queue"
+    checked(pool, {})
+
+
+def test_freeing_a_free_block_raises_value_error(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4)
+    (block,) = pool.get_new_blocks(1)
+    pool.free_blocks([block])
+    with pytest.raises(ValueError):
+        pool.free_blocks([block])
+    assert free_ids(pool).count(block.block_id) == 1, "a double free must not queue a block twice"
+    checked(pool, {})
+
+
+def test_usage_excludes_the_null_block(impl) -> None:
+    pool = impl.BlockPool(num_blocks=5)
+    usages = [pool.get_usage()]
+    first = pool.get_new_blocks(2)
+    usages.append(pool.get_usage())
+    pool.get_new_blocks(2)
+    usages.append(pool.get_usage())
+    pool.free_blocks(first[:1])
+    usages.append(pool.get_usage())
+    assert usages == [0.0, 0.5, 1.0, 0.75], (
+        f"4 usable blocks (the null block does not count): usage after holding 0, 2, 4, 3 "
+        f"blocks is [0.0, 0.5, 1.0, 0.75]; got {usages}"
+    )
+
+
+def test_null_block_is_never_handed_out_freed_queued_or_cached(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4)
+    null = pool.null_block
+    pool.free_blocks([null])
+    pool.touch([null])
+    pool.cache_full_blocks([null], [impl.hash_block_tokens(None, [1])])
+    assert null.block_id not in free_ids(pool), "the null block must never enter the free queue"
+    assert pool.get_cached_block(impl.hash_block_tokens(None, [1])) is None, (
+        "the null block must never be cached"
+    )
+    assert pool.get_num_free_blocks() == 3, "free/touch on the null block must change no count"
+    handed = pool.get_new_blocks(3)
+    assert null not in handed, "the null block must never be handed out"
+    checked(pool, {"a": handed})
+
+
+def test_identical_content_is_never_deduplicated(impl) -> None:
+    pool = impl.BlockPool(num_blocks=5)
+    (a,) = pool.get_new_blocks(1)
+    (b,) = pool.get_new_blocks(1)
+    h = impl.hash_block_tokens(None, [1, 2, 3, 4])
+    pool.cache_full_blocks([a], [h])
+    pool.cache_full_blocks([b], [h])
+    assert a is not b and (a.ref_cnt, b.ref_cnt) == (1, 1), (
+        "two requests that wrote the same tokens keep two different blocks (I2)"
+    )
+    assert pool.get_cached_block(h) is a, "the first block registered keeps the index entry"
+    assert b.block_hash is None, (
+        f"the twin of an indexed block stays unhashed (one block per hash), got {b.block_hash}"
+    )
+    checked(pool, {"a": [a], "b": [b]})
+
+
+def test_cache_full_blocks_skips_blocks_that_already_have_a_hash(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4)
+    (block,) = pool.get_new_blocks(1)
+    first, second = impl.hash_block_tokens(None, [1]), impl.hash_block_tokens(None, [2])
+    pool.cache_full_blocks([block], [first])
+    pool.cache_full_blocks([block], [second])
+    assert block.block_hash == first and pool.get_cached_block(second) is None, (
+        "a block that already carries a hash (a prefix hit) is skipped, not re-registered"
+    )
+    checked(pool, {"a": [block]})
+
+
+def test_caching_disabled_pool_indexes_nothing(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4, enable_caching=False)
+    blocks = pool.get_new_blocks(2)
+    hashes = [impl.hash_block_tokens(None, [i]) for i in range(2)]
+    pool.cache_full_blocks(blocks, hashes)
+    assert [pool.get_cached_block(h) for h in hashes] == [None, None], (
+        "with enable_caching=False cache_full_blocks must do nothing"
+    )
+    checked(pool, {"a": blocks})
+
+
+def test_freed_block_keeps_its_hash_until_reused(impl) -> None:
+    pool = impl.BlockPool(num_blocks=4)
+    blocks = pool.get_new_blocks(2)
+    hashes = [impl.hash_block_tokens(None, [i]) for i in range(2)]
+    pool.cache_full_blocks(blocks, hashes)
+    pool.free_blocks(blocks)
+    assert [pool.get_cached_block(h) for h in hashes] == blocks, (
+        "a freed block is still a prefix-cache hit target until it is reused (I4: cached is "
+        "not unusable)"
+    )
+    checked(pool, {})
+
+
+def test_touch_revives_a_cached_free_block_from_the_middle(impl) -> None:
+    pool = impl.BlockPool(num_blocks=6)
+    blocks = pool.get_new_blocks(3)
+    hashes = [impl.hash_block_tokens(None, [i]) for i in range(3)]
+    pool.cache_full_blocks(blocks, hashes)
+    pool.free_blocks(blocks)
+    assert free_ids(pool) == [4, 5, 1, 2, 3], f"setup: queue [4, 5, 1, 2, 3], got {free_ids(pool)}"
+    hit = pool.get_cached_block(hashes[1])
+    assert hit is blocks[1] and hit.ref_cnt == 0, "the hit is block 2, free and still cached"
+    pool.touch([hit])
+    assert hit.ref_cnt == 1, f"touch takes a reference: ref_cnt 1, got {hit.ref_cnt}"
+    assert free_ids(pool) == [4, 5, 1, 3], (
+        f"touch pulls the block out of the middle of the queue: expected [4, 5, 1, 3], got "
+        f"{free_ids(pool)}"
+    )
+    assert pool.get_cached_block(hashes[1]) is hit, "a revived block stays cached"
+    checked(pool, {"reviver": [hit]})
+
+
+def test_reusing_a_cached_free_block_evicts_its_index_entry(impl) -> None:
+    pool = impl.BlockPool(num_blocks=3)
+    blocks = pool.get_new_blocks(2)
+    h = impl.hash_block_tokens(None, [1])
+    pool.cache_full_blocks(blocks[:1], [h])
+    pool.free_blocks(blocks)
+    reused = pool.get_new_blocks(2)
+    assert blocks[0] in reused and blocks[0].block_hash is None, (
+        "get_new_blocks must clear the hash of a cached block it hands out (lazy eviction)"
+    )
+    assert pool.get_cached_block(h) is None, (
+        "the index entry must go with it, or a later prompt 'hits' KV that is being overwritten"
+    )
+    checked(pool, {"a": reused})
+
+
+def test_eviction_follows_the_free_queue_order(impl) -> None:
+    pool = impl.BlockPool(num_blocks=6)
+    blocks = pool.get_new_blocks(5)
+    hashes = [impl.hash_block_tokens(None, [i]) for i in range(5)]
+    pool.cache_full_blocks(blocks, hashes)
+    order = [2, 0, 4, 1, 3]
+    pool.free_blocks([blocks[i] for i in order])
+    survivors = []
+    for _ in range(3):
+        pool.get_new_blocks(1)
+        survivors.append(sorted(i for i, h in enumerate(hashes) if pool.get_cached_block(h)))
+    assert survivors == [[0, 1, 3, 4], [1, 3, 4], [1, 3]], (
+        f"blocks freed in the order {order} are evicted in that order; cached survivors after "
+        f"each allocation should be [[0, 1, 3, 4], [1, 3, 4], [1, 3]], got {survivors}"
+    )
+    checked(pool)
+
+
+def test_partial_blocks_are_never_cached(impl) -> None:
+    # The pool cannot know whether a block is full: mini_vllm's KVCacheManager, which knows the
+    # block size, passes it only full blocks. Here it runs on your pool.
+    kv = KVCacheManager(num_blocks=8, block_size=4, block_pool=impl.BlockPool(num_blocks=8))
+    request = Request(list(range(10)), SamplingParams(max_tokens=4))
+    kv.allocate_slots(request, 10)
+    table = kv.get_blocks(request.request_id)
+    hashed = [b.block_hash is not None for b in table]
+    assert hashed == [True, True, False], (
+        f"10 tokens in blocks of 4 fill 2 blocks; only those are cached: expected "
+        f"[True, True, False], got {hashed}"
+    )
+    checked(kv.block_pool, kv.req_to_blocks)
+    request.num_computed_tokens = 10
+    request.append_output_token(1)
+    request.append_output_token(2)
+    kv.allocate_slots(request, 2)
+    assert table[2].block_hash is not None, "the third block is cached the moment it is full"
+    checked(kv.block_pool, kv.req_to_blocks)
+
+
+# -- random operations against mini_vllm's pool ----------------------------------------------
+
+
+class PoolAgainstMiniVllm(RuleBasedStateMachine):
+    """Random allocate / free / cache / hit sequences, applied to your pool and to mini_vllm's.
+
+    After every step the shared invariants must hold on yours, and the two pools must agree on
+    everything observable: queue order, reference counts and the prefix index.
+    """
+
+    def __init__(self, impl) -> None:
+        super().__init__()
+        self.impl = impl
+        self.pool = impl.BlockPool(num_blocks=9)
+        self.model = mini_vllm.BlockPool(num_blocks=9)
+        self.tables: dict[str, list[int]] = {}
+        self.next_owner = 0
+
+    def _adopt(self, block_ids: list[int]) -> None:
+        self.tables[f"owner{self.next_owner}"] = block_ids
+        self.next_owner += 1
+
+    @rule(n=st.integers(min_value=1, max_value=4))
+    def allocate(self, n: int) -> None:
+        if n > self.model.get_num_free_blocks():
+            with pytest.raises(ValueError):
+                self.pool.get_new_blocks(n)
+            return
+        got = ids(self.pool.get_new_blocks(n))
+        expected = ids(self.model.get_new_blocks(n))
+        assert got == expected, f"get_new_blocks({n}) handed out {got}, expected {expected}"
+        self._adopt(got)
+
+    @precondition(lambda self: bool(self.tables))
+    @rule(data=st.data(), reverse=st.booleans())
+    def free(self, data: st.DataObject, reverse: bool) -> None:
+        owner = data.draw(st.sampled_from(sorted(self.tables)))
+        table = self.tables.pop(owner)
+        order = list(reversed(table)) if reverse else table
+        self.pool.free_blocks([self.pool.blocks[i] for i in order])
+        self.model.free_blocks([self.model.blocks[i] for i in order])
+
+    @precondition(lambda self: bool(self.tables))
+    @rule(data=st.data())
+    def cache(self, data: st.DataObject) -> None:
+        owner = data.draw(st.sampled_from(sorted(self.tables)))
+        table = self.tables[owner]
+        # Few distinct contents, so twins (the same hash on two blocks) happen often.
+        contents = data.draw(st.lists(st.integers(0, 3), min_size=len(table), max_size=len(table)))
+        hashes = [mini_vllm.hash_block_tokens(None, [c]) for c in contents]
+        self.pool.cache_full_blocks([self.pool.blocks[i] for i in table], hashes)
+        self.model.cache_full_blocks([self.model.blocks[i] for i in table], hashes)
+
+    @precondition(lambda self: bool(self.model.cached_block_hash_to_block))
+    @rule(data=st.data())
+    def hit(self, data: st.DataObject) -> None:
+        block_hash = data.draw(st.sampled_from(sorted(self.model.cached_block_hash_to_block)))
+        expected = self.model.get_cached_block(block_hash)
+        got = self.pool.get_cached_block(block_hash)
+        assert got is not None and got.block_id == expected.block_id, (
+            f"get_cached_block should find block {expected.block_id}, got "
+            f"{None if got is None else got.block_id}"
+        )
+        self.pool.touch([got])
+        self.model.touch([expected])
+        self._adopt([got.block_id])
+
+    @invariant()
+    def agrees_with_mini_vllm(self) -> None:
+        tables = {o: [self.pool.blocks[i] for i in t] for o, t in self.tables.items()}
+        checked(self.pool, tables)
+        for what, probe in (
+            ("free queue (front first)", free_ids),
+            ("ref counts by block id", lambda p: [b.ref_cnt for b in p.blocks[1:]]),
+            ("prefix index (hash -> block id)",
+             lambda p: sorted((h, b.block_id) for h, b in p.cached_block_hash_to_block.items())),
+            ("get_num_free_blocks()", lambda p: p.get_num_free_blocks()),
+            ("get_usage()", lambda p: round(p.get_usage(), 9)),
+        ):
+            got, expected = probe(self.pool), probe(self.model)
+            assert got == expected, f"{what}: got {got}, expected {expected}"
+
+
+def test_random_operations_keep_every_invariant(impl) -> None:
+    run_state_machine_as_test(
+        lambda: PoolAgainstMiniVllm(impl),
+        settings=settings(
+            max_examples=60, stateful_step_count=25, deadline=None, database=None,
+            derandomize=True,
+        ),
+    )
+
+
+# -- your part drives the engine --------------------------------------------------------------
+
+SYSTEM_PROMPT = "You are terse. "  # shared by every prompt: 15 bytes, 3 full blocks of 4
+WAVES = [
+    ["Why is the sky blue?", "Name a prime.", "Why is the sky blue?"],
+    ["What is KV?", "Name a prime.", "Hello"],  # arrive later: hits on cached, freed blocks
+]
+
+
+def run_engine(num_blocks: int, enable_caching: bool, block_pool_cls=None, check=None):
+    """Run the two waves; return (outputs, per-step trace, preemptions, cached tokens).
+
+    The trace records, every step: who was scheduled for how many tokens, who was preempted,
+    how many tokens each admission found in the prefix cache, and every block table. Request
+    ids are renamed p0, p1... in arrival order (ids are process-global).
+    """
+    engine = LLMEngine(
+        num_blocks=num_blocks, block_size=4, enable_caching=enable_caching,
+        max_num_batched_tokens=32, max_num_seqs=4, block_pool_cls=block_pool_cls,
+    )
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    names: dict[str, str] = {}
+    trace: list[dict] = []
+    original = engine.scheduler.schedule
+
+    def probe():
+        out = original()
+        trace.append({
+            "scheduled": {names[r]: n for r, n in out.num_scheduled_tokens.items()},
+            "preempted": [names[r] for r in out.preempted_req_ids],
+            # At admission num_computed_tokens is exactly the prefix-cache hit.
+            "cached": {names[r.request_id]: r.num_computed_tokens for r in out.scheduled_requests
+                       if r.request_id in out.scheduled_new_req_ids},
+        })
+        return out
+
+    engine.scheduler.schedule = probe
+    outputs: dict[str, list[int]] = {}
+    preemptions = 0
+    for wave_index, wave in enumerate(WAVES):
+        for question in wave:
+            names[engine.add_request(SYSTEM_PROMPT + question, params)] = f"p{len(names)}"
+        steps = 6 if wave_index < len(WAVES) - 1 else 10_000
+        while steps and engine.has_unfinished_requests():
+            steps -= 1
+            for request in engine.step():
+                outputs[names[request.request_id]] = request.output_token_ids
+                preemptions += request.num_preemptions
+            kv = engine.kv_cache_manager
+            trace[-1]["block_tables"] = {names[r]: ids(t) for r, t in kv.req_to_blocks.items()}
+            if check is not None:
+                check(kv.block_pool, kv.req_to_blocks)
+    cached = sum(sum(step["cached"].values()) for step in trace)
+    return outputs, trace, preemptions, cached
+
+
+def first_difference(expected: list[dict], got: list[dict]) -> str:
+    for step, (e, g) in enumerate(zip(expected, got, strict=False)):
+        if e != g:
+            keys = [k for k in e if e[k] != g.get(k)]
+            return "; ".join(f"step {step} {k}: expected {e[k]}, got {g.get(k)}" for k in keys)
+    return f"the stock engine ran {len(expected)} steps, yours ran {len(got)}"
+
+
+@pytest.mark.parametrize(
+    ("num_blocks", "enable_caching"),
+    [
+        pytest.param(64, True, id="prefix_sharing-roomy_pool"),
+        pytest.param(16, True, id="prefix_sharing-cramped_pool"),
+        pytest.param(16, False, id="no_caching-cramped_pool"),
+    ],
+)
+def test_your_pool_drives_the_engine(impl, num_blocks: int, enable_caching: bool) -> None:
+    mine = run_engine(num_blocks, enable_caching, block_pool_cls=impl.BlockPool, check=checked)
+    stock = run_engine(num_blocks, enable_caching)
+    assert_same_outputs(stock[0], mine[0], labels=("stock", "yours"))
+    assert mine[1] == stock[1], (
+        "with your pool the engine made different decisions than with mini_vllm's: "
+        + first_difference(stock[1], mine[1])
+    )
+    # The comparison is only worth something if the pool was really exercised.
+    _, _, preemptions, cached = stock
+    if enable_caching:
+        assert cached > 0, "workload check: the prefix cache should have been hit"
+    if num_blocks == 16:
+        assert preemptions > 0, "workload check: the cramped pool should have forced preemption"
