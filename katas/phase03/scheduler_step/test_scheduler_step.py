@@ -1,0 +1,369 @@
+"""Spec for kata 03-01: one scheduling step under three scarcities — budget, seats, memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import NamedTuple
+
+import pytest
+
+from katas.phase03.scheduler_step.scaffold import FakeKV, Req, scheduler_driven_by
+from mini_vllm import LLMEngine, RequestStatus, SamplingParams, SchedulerOutput
+from pytest_vllm_katas.invariants import (
+    assert_same_outputs,
+    check_block_pool,
+    check_block_tables,
+    check_scheduler_step,
+)
+
+pytestmark = pytest.mark.cpu_ok
+
+ROOMY = 10**9  # a budget / pool / seat count that never binds
+
+
+def _prompt(name: str, tokens: int) -> Req:
+    """A waiting request with nothing computed yet."""
+    return Req(name, num_tokens=tokens)
+
+
+def _decoding(name: str, prompt: int) -> Req:
+    """A running request that has sampled its first token: a gap of exactly one."""
+    return Req(name, prompt + 1, num_computed_tokens=prompt, status=RequestStatus.RUNNING)
+
+
+def _step(
+    impl: ModuleType,
+    running: Iterable[Req] = (),
+    waiting: Iterable[Req] = (),
+    kv: FakeKV | None = None,
+    *,
+    budget: int = ROOMY,
+    seats: int = ROOMY,
+    threshold: int = 0,
+) -> tuple[dict[str, int], list[Req], deque[Req], FakeKV]:
+    """One call of the step under test; returns its dict and the (mutated) queues and memory."""
+    run_list, wait_queue = list(running), deque(waiting)
+    kv = FakeKV(ROOMY) if kv is None else kv
+    scheduled = impl.schedule_step(
+        run_list,
+        wait_queue,
+        kv,
+        max_num_batched_tokens=budget,
+        max_num_seqs=seats,
+        long_prefill_token_threshold=threshold,
+    )
+    return scheduled, run_list, wait_queue, kv
+
+
+def _ids(reqs: Iterable[Req]) -> list[str]:
+    return [r.request_id for r in reqs]
+
+
+# --- clamp --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("num_new", "budget", "threshold", "expected"),
+    [
+        pytest.param(100, 10, 0, 10, id="budget_bound-100_wanted-10_left"),
+        pytest.param(100, 50, 16, 16, id="threshold_bound-100_wanted-threshold_16"),
+        pytest.param(5, 50, 16, 5, id="neither_binds-5_wanted"),
+        pytest.param(100, 10, 16, 10, id="both_bind-the_budget_is_smaller"),
+        pytest.param(100, 2048, 0, 100, id="threshold_0_means_off"),
+        pytest.param(16, 50, 16, 16, id="gap_equal_to_threshold_is_not_cut"),
+        pytest.param(1, 50, 16, 1, id="a_decode_is_a_gap_of_one"),
+        pytest.param(5, 0, 0, 0, id="no_budget_left"),
+        pytest.param(5, -3, 0, 0, id="overdrawn_budget_floors_at_0"),
+    ],
+)
+def test_clamp_chunks_and_budgets(impl, num_new: int, budget: int, threshold: int, expected: int):
+    got = impl.clamp(num_new, budget, threshold)
+    assert got == expected, (
+        f"clamp(num_new={num_new}, budget={budget}, threshold={threshold}) should be {expected}, "
+        f"got {got}: cap by the threshold only when 0 < threshold < num_new, then by the budget, "
+        "and never go below 0"
+    )
+
+
+# --- the course's scenarios ---------------------------------------------------------------------
+
+
+def test_budget_caps_total_tokens(impl) -> None:
+    a, b, c = _prompt("A", 8), _prompt("B", 8), _prompt("C", 8)
+    scheduled, running, waiting, _ = _step(impl, waiting=[a, b, c], budget=10)
+    assert scheduled == {"A": 8, "B": 2}, (
+        f"three 8-token prompts under a budget of 10 should schedule 8 + 2 + 0 (B's prefill is "
+        f"chunked, C is not admitted); got {scheduled}"
+    )
+    assert sum(scheduled.values()) == 10
+    assert _ids(running) == ["A", "B"] and _ids(waiting) == ["C"], (
+        f"A and B were admitted (running), C still waits; got running={_ids(running)}, "
+        f"waiting={_ids(waiting)}"
+    )
+
+
+def test_max_num_seqs_caps_running(impl) -> None:
+    tiny = [_prompt(f"R{i}", 1) for i in range(10)]
+    scheduled, running, waiting, _ = _step(impl, waiting=tiny, seats=4)
+    assert list(scheduled) == ["R0", "R1", "R2", "R3"], (
+        f"ten 1-token requests with 4 seats (infinite budget and memory) admit exactly the first "
+        f"four; got {list(scheduled)}"
+    )
+    assert len(running) == 4 and len(waiting) == 6
+
+
+def test_seats_already_taken_count_against_max_num_seqs(impl) -> None:
+    decoders = [_decoding(f"D{i}", 5) for i in range(3)]
+    scheduled, running, _, _ = _step(
+        impl, running=decoders, waiting=[_prompt(f"W{i}", 3) for i in range(5)], seats=4
+    )
+    assert list(scheduled) == ["D0", "D1", "D2", "W0"], (
+        f"3 running + 4 seats leaves room for one admission; got {list(scheduled)}"
+    )
+    assert len(running) == 4
+
+
+def test_chunked_prefill_caps_per_request(impl) -> None:
+    scheduled, *_ = _step(impl, waiting=[_prompt("long", 100)], threshold=16)
+    assert scheduled == {"long": 16}, (
+        f"a 100-token prompt with threshold 16 gets 16 tokens this step, budget or not; "
+        f"got {scheduled}"
+    )
+
+
+def test_threshold_chunks_running_requests_too(impl) -> None:
+    mid_prefill = Req("mid", num_tokens=100, num_computed_tokens=16, status=RequestStatus.RUNNING)
+    scheduled, *_ = _step(impl, running=[mid_prefill], threshold=16)
+    assert scheduled == {"mid": 16}, (
+        f"a running request 16 tokens into a 100-token prompt gets its next 16-token chunk; "
+        f"got {scheduled}"
+    )
+
+
+def test_running_scheduled_before_waiting_admitted(impl) -> None:
+    decode, eager = _decoding("decode", 8), _prompt("eager", 20)
+    kv = FakeKV(ROOMY)
+    kv.held["decode"] = 8  # its prompt's slots, reserved when it was admitted
+    scheduled, running, _, _ = _step(impl, running=[decode], waiting=[eager], kv=kv, budget=8)
+    assert scheduled == {"decode": 1, "eager": 7}, (
+        f"the running decode gets its 1 token first; the 20-token waiter gets what is left of "
+        f"the budget of 8, chunked to 7; got {scheduled}"
+    )
+    assert list(scheduled) == ["decode", "eager"], (
+        f"rows are running requests first, then admissions; got the order {list(scheduled)}"
+    )
+    assert _ids(running) == ["decode", "eager"]
+
+
+def test_admission_stops_when_memory_exhausted(impl) -> None:
+    a, b = _prompt("A", 16), _prompt("B", 4)
+    kv = FakeKV(16)
+    scheduled, running, waiting, _ = _step(impl, waiting=[a, b], kv=kv)
+    assert scheduled == {"A": 16}, f"A fills the 16-slot pool and B cannot fit; got {scheduled}"
+    assert _ids(running) == ["A"] and _ids(waiting) == ["B"], (
+        f"B must stay in waiting; got running={_ids(running)}, waiting={_ids(waiting)}"
+    )
+    assert b.status == RequestStatus.WAITING, f"B's status should stay WAITING, got {b.status.name}"
+    assert "B" not in kv.held, f"no partial admission: B must hold no memory, holds {kv.held['B']}"
+
+
+def test_head_of_line_request_blocks_smaller_ones_behind_it(impl) -> None:
+    big, small = _prompt("big", 30), _prompt("small", 2)
+    kv = FakeKV(20)
+    scheduled, running, waiting, _ = _step(impl, waiting=[big, small], kv=kv)
+    assert scheduled == {}, (
+        f"the front waiter (30 tokens) does not fit in 20 slots, and nobody may skip past it; "
+        f"got {scheduled}"
+    )
+    assert _ids(waiting) == ["big", "small"] and running == []
+    tried = [rid for rid, _, _ in kv.calls]
+    assert tried == ["big"], f"only the front waiter may be tried; allocate was called for {tried}"
+
+
+def test_no_admission_once_the_budget_is_spent(impl) -> None:
+    d0, d1, w = _decoding("D0", 4), _decoding("D1", 4), _prompt("W", 3)
+    kv = FakeKV(ROOMY)
+    scheduled, _, waiting, _ = _step(impl, running=[d0, d1], waiting=[w], kv=kv, budget=2)
+    assert scheduled == {"D0": 1, "D1": 1}, (
+        f"two decodes spend the whole budget of 2; a waiter must not be admitted for 0 tokens; "
+        f"got {scheduled}"
+    )
+    assert _ids(waiting) == ["W"] and w.status == RequestStatus.WAITING
+    assert "W" not in [rid for rid, _, _ in kv.calls], "with no budget left, stop before allocating"
+
+
+def test_running_request_left_without_budget_sits_the_step_out(impl) -> None:
+    prefill = Req("prefill", num_tokens=30, num_computed_tokens=20, status=RequestStatus.RUNNING)
+    decode = _decoding("decode", 6)
+    scheduled, running, _, _ = _step(impl, running=[prefill, decode], budget=10)
+    assert scheduled == {"prefill": 10}, (
+        f"the first running request takes the whole budget of 10; the second is simply not "
+        f"scheduled this step (never scheduled for 0 tokens); got {scheduled}"
+    )
+    assert _ids(running) == ["prefill", "decode"], "nobody leaves the running list"
+
+
+def test_waiter_with_progress_schedules_only_the_rest(impl) -> None:
+    # A preempted request or a prefix-cache hit comes back with tokens already computed.
+    resumed = Req("resumed", num_tokens=20, num_computed_tokens=12)
+    scheduled, *_ = _step(impl, waiting=[resumed])
+    assert scheduled == {"resumed": 8}, (
+        f"a waiter with 12 of 20 tokens computed needs only the remaining 8; got {scheduled}"
+    )
+
+
+def test_admitted_requests_become_running_in_arrival_order(impl) -> None:
+    reqs = [_prompt(name, 3) for name in ("first", "second", "third")]
+    scheduled, running, waiting, kv = _step(impl, waiting=reqs)
+    assert list(scheduled) == ["first", "second", "third"], f"FCFS order, got {list(scheduled)}"
+    assert _ids(running) == ["first", "second", "third"] and not waiting
+    assert [r.status for r in reqs] == [RequestStatus.RUNNING] * 3, (
+        f"admitted requests are RUNNING; got {[r.status.name for r in reqs]}"
+    )
+    assert kv.held == {"first": 3, "second": 3, "third": 3}, (
+        f"each admission reserves exactly the tokens it schedules; got {kv.held}"
+    )
+
+
+def test_scheduling_does_not_advance_the_counters(impl) -> None:
+    running = [Req("mid", num_tokens=40, num_computed_tokens=10, status=RequestStatus.RUNNING)]
+    waiting = [_prompt("new", 12)]
+    _step(impl, running=running, waiting=waiting, threshold=8)
+    counters = [(r.num_tokens, r.num_computed_tokens) for r in (*running, *waiting)]
+    assert counters == [(40, 10), (12, 0)], (
+        f"schedule_step only plans: num_computed_tokens advances after the forward pass "
+        f"(update_from_output). Counters after scheduling: {counters}"
+    )
+
+
+# --- your step drives the engine ----------------------------------------------------------------
+
+Arrivals = dict[int, list[tuple[str, int]]]  # engine step -> [(prompt, max_tokens)] added before it
+Steps = list[dict[int, int]]  # each step's schedule, requests named by arrival index
+
+
+class Workload(NamedTuple):
+    engine_kwargs: dict[str, int]
+    arrivals: Arrivals
+    binds: Callable[[Steps], bool]  # proof, on the stock run, that the limits it is about bind
+    what: str
+
+
+WORKLOADS = [
+    pytest.param(
+        Workload(
+            dict(
+                num_blocks=128,
+                block_size=4,
+                max_num_batched_tokens=16,
+                max_num_seqs=3,
+                long_prefill_token_threshold=6,
+            ),
+            {
+                0: [("hello world", 5), ("goodbye", 3), ("The quick brown fox", 7), ("S" * 30, 4)],
+                3: [("ab", 6), ("a longer prompt arriving late", 3)],
+                7: [("z" * 20, 5), ("q", 2)],
+            },
+            lambda steps: (
+                any(sum(s.values()) == 16 for s in steps)  # the budget
+                and any(len(s) == 3 for s in steps)  # the seats
+                and any(6 in s.values() for s in steps)  # the chunk threshold
+            ),
+            "a full budget of 16, all three seats taken and 6-token chunks",
+        ),
+        id="budget_16-three_seats-chunks_of_6-late_arrivals",
+    ),
+    pytest.param(
+        Workload(
+            dict(num_blocks=6, block_size=4),
+            {0: [("a" * 14, 2), ("b" * 8, 3), ("c", 2)]},
+            lambda steps: steps[:3] == [{0: 14}, {0: 1}, {1: 8, 2: 1}],
+            "memory holding the 8-token prompt, and the 1-token one behind it, until the "
+            "14-token request finishes",
+        ),
+        id="five_blocks-memory_holds_the_line_until_the_first_finishes",
+    ),
+    pytest.param(
+        Workload(
+            dict(num_blocks=64, block_size=4, max_num_batched_tokens=5, max_num_seqs=2),
+            {0: [("hello world", 4), ("goodbye", 4)], 2: [("0123456789", 3)], 4: [("x", 3)]},
+            lambda steps: steps[:3] == [{0: 5}, {0: 5}, {0: 1, 1: 4}],
+            "a budget of 5 chunking the first prompt and holding back the second",
+        ),
+        id="budget_5-two_seats",
+    ),
+]
+
+
+def _drive(engine: LLMEngine, arrivals: Arrivals) -> tuple[list[list[int]], Steps]:
+    """Run the workload, checking the scheduler's invariants at every step.
+
+    Returns each request's output tokens (in arrival order) and each step's schedule with request
+    ids renamed to arrival indices (ids are process-global, so two engines never share them).
+    """
+    sched, kv = engine.scheduler, engine.kv_cache_manager
+    ids: list[str] = []
+    steps: Steps = []
+    outputs: dict[str, list[int]] = {}
+    schedule = sched.schedule
+
+    def checked_schedule() -> SchedulerOutput:
+        before = _ids(sched.running)
+        out = schedule()
+        check_scheduler_step(
+            out,
+            max_num_batched_tokens=sched.max_num_batched_tokens,
+            max_num_seqs=sched.max_num_seqs,
+            num_running=len(sched.running),
+            running_before=before,
+            long_prefill_token_threshold=sched.long_prefill_token_threshold,
+        )
+        queued = _ids([*sched.running, *sched.waiting])
+        assert len(queued) == len(set(queued)), f"a request sits in both queues: {queued}"
+        check_block_pool(kv.block_pool)
+        check_block_tables(kv.block_pool, kv.req_to_blocks)
+        assert not out.preempted_req_ids, "this workload must never need preemption"
+        steps.append({ids.index(rid): n for rid, n in out.num_scheduled_tokens.items()})
+        return out
+
+    sched.schedule = checked_schedule  # type: ignore[method-assign]
+    step = 0
+    while step <= max(arrivals) or engine.has_unfinished_requests():
+        for prompt, max_tokens in arrivals.get(step, []):
+            params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+            ids.append(engine.add_request(prompt, params))
+        for request in engine.step():
+            assert request.num_preemptions == 0, f"{request.request_id} was preempted"
+            outputs[request.request_id] = request.output_token_ids
+        step += 1
+        if step > 300:
+            raise AssertionError(f"the workload did not finish in 300 steps; last: {steps[-3:]}")
+    return [outputs[rid] for rid in ids], steps
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_your_step_drives_the_engine_token_for_token(impl, workload: Workload) -> None:
+    mine = LLMEngine(
+        enable_caching=False,
+        scheduler_cls=scheduler_driven_by(impl.schedule_step),
+        **workload.engine_kwargs,
+    )
+    my_tokens, my_steps = _drive(mine, workload.arrivals)
+    stock = LLMEngine(enable_caching=False, **workload.engine_kwargs)
+    stock_tokens, stock_steps = _drive(stock, workload.arrivals)
+    assert workload.binds(stock_steps), (
+        f"test bug: this workload no longer exercises {workload.what}; stock schedule "
+        f"{stock_steps[:4]}"
+    )
+    assert_same_outputs(stock_tokens, my_tokens, labels=("stock", "yours"))
+    first_diff = next(
+        (i for i, (s, m) in enumerate(zip(stock_steps, my_steps, strict=False)) if s != m),
+        min(len(stock_steps), len(my_steps)),
+    )
+    assert my_steps == stock_steps, (
+        f"same tokens, but the schedule departs from mini_vllm's at step {first_diff} "
+        f"(requests named by arrival index): stock {stock_steps[first_diff : first_diff + 2]}, "
+        f"yours {my_steps[first_diff : first_diff + 2]}"
+    )
