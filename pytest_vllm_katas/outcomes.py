@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .impl import KataImportError, _relative
+from .timeout import KataTimeout
 
 OUTCOME_PROPERTY = "katas_outcome"
 TODO, IMPORT_ERROR = "todo", "import-error"
@@ -45,6 +46,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if isinstance(excinfo.value, KataImportError):
         report.longrepr = f"error: {excinfo.value}"
         report.user_properties.append((OUTCOME_PROPERTY, IMPORT_ERROR))
+    elif isinstance(excinfo.value, KataTimeout):
+        report.longrepr = f"timeout: {excinfo.value}"
     elif isinstance(excinfo.value, NotImplementedError):
         raised_at = excinfo.traceback[-1]
         path = Path(str(raised_at.path))
