@@ -14,14 +14,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
 from .catalog import PHASE_TITLES, Kata, KataError, discover, kata_for_path
+from .hardware import cuda_present, versions
 from .impl import selected_impl
 from .outcomes import IMPORT_ERROR, TODO, learner_outcome
 
 CACHE_KEY = "katas/progress"
+SPEED_PROPERTY = "katas_speed"  # user property set by bench.kata_bench: ratio, medians, budget
 REPORT_SCHEMA_VERSION = 1
 
 # Kata verdicts, from worst to best: the first that applies wins.
@@ -34,6 +37,19 @@ class TestResult:
     outcome: str = "passed"  # passed | failed | todo | error | skipped
     message: str = ""
     duration: float = 0.0
+    speed: dict[str, Any] | None = None  # from kata_bench: ratio, medians, budget
+
+
+class Row(NamedTuple):
+    """One line of the progress table."""
+
+    kata: Kata
+    status: str
+    passed: int
+    total: int
+    reason: str
+    speed_ratio: float | None = None
+    speed_budget: float | None = None
 
 
 @dataclass
@@ -69,6 +85,17 @@ class KataProgress:
                 return test.message
         return ""
 
+    @property
+    def speed(self) -> dict[str, Any] | None:
+        """The slowest speed test of the kata (largest ratio to the reference), if any."""
+        timed = [t.speed for t in self.tests.values() if t.speed]
+        return max(timed, key=lambda s: s["ratio"]) if timed else None
+
+    def row(self) -> Row:
+        speed = self.speed or {}
+        return Row(self.kata, self.status, self.count("passed"), len(self.tests), self.reason,
+                   speed.get("ratio"), self.kata.speed_budget)
+
     def as_json(self, impl: str) -> dict:
         return {
             "id": self.kata.id,
@@ -86,9 +113,11 @@ class KataProgress:
             "skip_reasons": sorted({t.message for t in self.tests.values()
                                     if t.outcome == "skipped"}),
             "duration_s": round(sum(t.duration for t in self.tests.values()), 6),
+            "speed": self.speed,
+            "speed_budget": self.kata.speed_budget,
             "tests": [
                 {"nodeid": t.nodeid, "outcome": t.outcome, "message": t.message,
-                 "duration_s": round(t.duration, 6)}
+                 "duration_s": round(t.duration, 6), "speed": t.speed}
                 for t in self.tests.values()
             ],
         }
@@ -154,6 +183,7 @@ class ProgressReporter:
             return
         result = progress.tests.setdefault(report.nodeid, TestResult(report.nodeid))
         result.duration += report.duration
+        result.speed = speed_of(report) or result.speed
         if report.passed:
             return
         special = learner_outcome(report)
@@ -185,8 +215,7 @@ class ProgressReporter:
             for p in todo:
                 tr.write_line(f"{p.kata.id}: {p.reason}")
         tr.write_sep("=", f"vllm-katas progress (impl: {impl})")
-        for line in render_table([(p.kata, p.status, p.count("passed"), len(p.tests), p.reason)
-                                  for p in ordered]):
+        for line in render_table([p.row() for p in ordered]):
             tr.write_line(line)
 
     @pytest.hookimpl(trylast=True)
@@ -198,11 +227,22 @@ class ProgressReporter:
         if getattr(self.config, "cache", None) is not None:  # absent with -p no:cacheprovider
             stored = load_stored_progress(self.config.cache.get(f"{CACHE_KEY}/{impl}", None))
             stored.update({kid: {k: r[k] for k in ("status", "reason", "passed", "total")}
-                           | {"updated": time.time()} for kid, r in results.items()})
+                           | {"updated": time.time(),
+                              "speed_ratio": (r["speed"] or {}).get("ratio"),
+                              "speed_budget": r["speed_budget"]}
+                           for kid, r in results.items()})
             self.config.cache.set(f"{CACHE_KEY}/{impl}", stored)
         path = self.config.getoption("--katas-report")
         if path:
-            write_report(Path(path), impl, results.values(), time.time() - self.started)
+            write_report(Path(path), impl, results.values(), time.time() - self.started,
+                         speed_enforced=bool(self.config.getoption("--katas-speed", False)))
+
+
+def speed_of(report: pytest.TestReport) -> dict[str, Any] | None:
+    for key, value in report.user_properties:
+        if key == SPEED_PROPERTY and isinstance(value, dict):
+            return value
+    return None
 
 
 def load_stored_progress(data: object) -> dict[str, dict]:
@@ -219,12 +259,17 @@ def load_stored_progress(data: object) -> dict[str, dict]:
     return keep
 
 
-def write_report(path: Path, impl: str, katas: Iterable[dict], duration: float) -> None:
+def write_report(path: Path, impl: str, katas: Iterable[dict], duration: float, *,
+                 speed_enforced: bool = False) -> None:
+    """The JSON report; its shape is ``report.schema.json`` (package data)."""
     document = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "impl": impl,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
+        "versions": versions(),
+        "cuda": cuda_present(),
+        "speed_enforced": speed_enforced,
         "duration_s": round(duration, 3),
         "katas": sorted(katas, key=lambda k: k["id"]),
     }
@@ -232,37 +277,77 @@ def write_report(path: Path, impl: str, katas: Iterable[dict], duration: float) 
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-def render_table(rows: Iterable[tuple[Kata, str, int, int, str]]) -> list[str]:
+def _speed_note(row: Row) -> str:
+    if row.speed_ratio is None:
+        return ""
+    note = f"speed {row.speed_ratio:.2f}x"
+    if row.speed_budget is not None:
+        note += f" ({'over' if row.speed_ratio > row.speed_budget else 'within'} budget "
+        note += f"{row.speed_budget:g}x)"
+    return note
+
+
+def render_table(rows: Iterable[tuple]) -> list[str]:
     """The progress table: one block per phase, one line per kata, then the totals."""
-    rows = list(rows)
+    rows = [Row(*r) for r in rows]
     if not rows:
         return ["no katas"]
-    width = max(len(kata.slug) for kata, *_ in rows)
+    width = max(len(r.kata.slug) for r in rows)
     lines: list[str] = []
     phase = None
-    for kata, status, passed, total, reason in rows:
+    for row in rows:
+        kata = row.kata
         if kata.phase != phase:
             phase = kata.phase
             lines.append(f"{phase}  {PHASE_TITLES.get(phase, '')}".rstrip())
-        tests = f"{passed}/{total}" if total else "-"
-        note = f"  {reason}" if status in ("skipped", "error") and reason else ""
-        lines.append(f"  {kata.lab}  {kata.slug:<{width}}  {kata.tier:<7}  {status:<8} "
+        tests = f"{row.passed}/{row.total}" if row.total else "-"
+        notes = [_speed_note(row)]
+        if row.status in ("skipped", "error") and row.reason:
+            notes.append(row.reason)
+        note = "".join(f"  {n}" for n in notes if n)
+        lines.append(f"  {kata.lab}  {kata.slug:<{width}}  {kata.tier:<7}  {row.status:<8} "
                      f"{tests:>5}{note}")
-    done = sum(1 for _, status, *_ in rows if status == "passed")
-    passed = sum(r[2] for r in rows)
-    total = sum(r[3] for r in rows)
-    lines.append(f"katas passed: {done}/{len(rows)}   tests passed: {passed}/{total}")
+    lines.append(_totals(rows))
     return lines
 
 
-def stored_rows(root: Path, stored: dict[str, dict],
-                phase: str | None = None) -> list[tuple[Kata, str, int, int, str]]:
-    """Table rows for every kata under ``root``, from stored progress (``not run`` if absent)."""
+def _totals(rows: list[Row]) -> str:
+    done = sum(1 for r in rows if r.status == "passed")
+    passed = sum(r.passed for r in rows)
+    total = sum(r.total for r in rows)
+    return f"katas passed: {done}/{len(rows)}   tests passed: {passed}/{total}"
+
+
+def render_markdown(rows: Iterable[tuple], impl: str) -> list[str]:
+    """The progress table as GitHub-flavoured Markdown (for a CI job summary)."""
+    rows = [Row(*r) for r in rows]
+    icon = {"passed": "✅", "failing": "❌", "error": "💥", "todo": "📝", "skipped": "⏭️",
+            "not run": "·"}
+    lines = [f"### vllm-katas progress (impl: {impl})", "",
+             "| Phase | Lab | Kata | Tier | Status | Tests | Speed | Note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tests = f"{r.passed}/{r.total}" if r.total else "-"
+        reason = r.reason.replace("|", "\\|") if r.status != "passed" else ""
+        lines.append(f"| {r.kata.phase} | {r.kata.lab} | `{r.kata.slug}` | {r.kata.tier} | "
+                     f"{icon.get(r.status, '')} {r.status} | {tests} | {_speed_note(r)} | "
+                     f"{reason} |")
+    lines += ["", f"**{_totals(rows)}**"]
+    return lines
+
+
+def stored_rows(root: Path, stored: dict[str, dict], phase: str | None = None) -> list[Row]:
+    """Table rows for every kata under ``root``, from stored progress (``not run`` if absent).
+
+    ``stored`` maps kata ids to entries of the cache or to the ``katas[]`` of a JSON report.
+    """
     rows = []
     for kata in discover(root):
         if phase and kata.phase != phase:
             continue
         entry = stored.get(kata.id, {})
-        rows.append((kata, entry.get("status", "not run"), entry.get("passed", 0),
-                     entry.get("total", 0), entry.get("reason", "")))
+        ratio = entry.get("speed_ratio", (entry.get("speed") or {}).get("ratio"))
+        rows.append(Row(kata, entry.get("status", "not run"), entry.get("passed", 0),
+                        entry.get("total", 0), entry.get("reason", ""),
+                        ratio if isinstance(ratio, (int, float)) else None, kata.speed_budget))
     return rows

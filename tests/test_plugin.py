@@ -92,6 +92,27 @@ def test_learner_exception_at_import_names_file_and_line(pytester: pytest.Pytest
     ])
 
 
+def test_endless_loop_is_stopped_with_one_line_and_others_still_run(
+        pytester: pytest.Pytester) -> None:
+    write_kata(pytester, "spin", lab="00-01", order=1,
+               stub="def add(a, b):\n    while True:\n        a += 1\n")
+    write_kata(pytester, "fine", lab="00-02", order=2, stub="def add(a, b):\n    return a + b\n")
+    result = run(pytester, "--impl=mine", "--katas-timeout=0.5", "katas")
+    result.stdout.fnmatch_lines([
+        "*timeout: still running after 0.5 s (an endless loop?); "
+        "interrupted at katas/phase00/spin/spin.py:*",
+    ])
+    result.stdout.fnmatch_lines(["*00-01  spin  cpu_ok   failing    0/2*",
+                                 "*00-02  fine  cpu_ok   passed     2/2*"])
+
+
+def test_invalid_timeout_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    write_kata(pytester)
+    result = run(pytester, "katas", KATAS_TIMEOUT="soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*KATAS_TIMEOUT='soon' is not a number of seconds*"])
+
+
 def test_wrong_answer_is_failing_not_todo(pytester: pytest.Pytester) -> None:
     write_kata(pytester, stub="def add(a, b):\n    return a - b\n")
     result = run(pytester, "--impl=mine", "katas")
@@ -218,7 +239,8 @@ def test_xdist_gives_the_same_verdicts_as_a_serial_run(pytester: pytest.Pytester
 def test_plugin_import_does_not_import_heavy_packages(pytester: pytest.Pytester) -> None:
     code = ("import sys, pytest_vllm_katas.plugin, pytest_vllm_katas.cli\n"
             "for name in ('pytest_vllm_katas.' + m for m in ('impl','tiers','outcomes','progress',"
-            "'header','catalog','hardware','tolerance','triton_fallback')):\n"
+            "'header','catalog','hardware','tolerance','triton_fallback','bench','course',"
+            "'reset','watch','doctor','machine','timeout','live.fixtures')):\n"
             "    __import__(name)\n"
             "print(sorted(m for m in ('torch', 'triton', 'vllm', 'transformers') "
             "if m in sys.modules))\n")

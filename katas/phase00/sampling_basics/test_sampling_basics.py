@@ -317,3 +317,12 @@ def test_agrees_with_mini_vllm_sampler(impl, temperature: float, top_k: int, top
         f"{len(mismatches)} of 100 draws differ from mini_vllm's Sampler (row, seed, yours, "
         f"engine's): {mismatches[:5]}. Same pipeline order, same -inf masks, same single draw?"
     )
+
+
+# --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------
+
+
+def test_speed_sampling_a_batch_of_rows(kata_bench) -> None:
+    rows = np.random.default_rng(7).normal(scale=3.0, size=(64, VOCAB_SIZE))
+    kata_bench(lambda m: [m.sample(row, temperature=0.7, top_k=50, top_p=0.9, seed=i)
+                          for i, row in enumerate(rows)])

@@ -1,0 +1,161 @@
+"""``katas reset``: put a kata's stub back as the project shipped it, keeping the learner's file.
+
+Where the pristine stub comes from: the **pristine store**, ``katas/.pristine/<phase>/<slug>.py``,
+an exact copy of every stub as shipped, committed with the project. Not git: a learner who
+committed their work (or squashed, rebased, or downloaded a zip, or made a repository from the
+template) has no reliable "first commit that has the stub", while the store is just a file that
+travels with every copy of the repository. ``katas/.pristine`` is hidden from kata discovery (not
+a ``phaseNN`` folder) and from pytest collection (a dot folder).
+
+One source of truth: kata authors edit the stub in ``katas/`` and refresh the store with
+``python -m pytest_vllm_katas.reset snapshot``; ``tests/test_pristine.py`` fails, naming that
+command, whenever a stub and its stored copy differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalog import Kata, KataError, find_root, kata_folders, load_kata
+
+STORE = Path("katas") / ".pristine"
+SNAPSHOT_COMMAND = "python -m pytest_vllm_katas.reset snapshot"
+
+
+class ResetError(Exception):
+    """Reset cannot proceed; nothing was changed."""
+
+
+def pristine_path(kata: Kata) -> Path:
+    return kata.root / STORE / kata.phase / f"{kata.slug}.py"
+
+
+def pristine_text(kata: Kata) -> str | None:
+    path = pristine_path(kata)
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def changed_lines(kata: Kata) -> int:
+    """How many lines of the learner's stub differ from the pristine copy (0: untouched)."""
+    pristine = pristine_text(kata) or ""
+    current = kata.stub_path.read_text(encoding="utf-8") if kata.stub_path.exists() else ""
+    diff = difflib.unified_diff(pristine.splitlines(), current.splitlines(), lineterm="", n=0)
+    return sum(1 for line in diff
+               if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    restored: Path
+    backup: Path | None  # None when there was nothing to keep
+
+
+def backup_path(stub: Path, now: float | None = None) -> Path:
+    """``<stub>.bak-YYYYmmdd-HHMMSS`` next to the stub (never an existing file)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    candidate = stub.with_name(f"{stub.name}.bak-{stamp}")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = stub.with_name(f"{stub.name}.bak-{stamp}-{n}")
+    return candidate
+
+
+def reset(kata: Kata, *, force: bool) -> ResetResult:
+    """Restore the pristine stub. The current file, if it differs, is first copied to a
+    timestamped backup; without ``force`` a changed file is refused (ResetError)."""
+    pristine = pristine_text(kata)
+    where = kata.stub_path.relative_to(kata.root)
+    if pristine is None:
+        raise ResetError(
+            f"no pristine copy of {kata.id} ({pristine_path(kata).relative_to(kata.root)} is "
+            f"missing); {where} was left as it is"
+        )
+    if not kata.stub_path.exists():
+        kata.stub_path.write_text(pristine, encoding="utf-8")
+        return ResetResult(kata.stub_path, None)
+    if kata.stub_path.read_text(encoding="utf-8") == pristine:
+        return ResetResult(kata.stub_path, None)
+    if not force:
+        raise ResetError(
+            f"{where} has your changes ({changed_lines(kata)} lines differ from the pristine "
+            f"stub); nothing was changed. Run `katas reset {kata.slug} --yes` to keep your file "
+            f"as a timestamped backup and restore the stub"
+        )
+    backup = backup_path(kata.stub_path)
+    shutil.copy2(kata.stub_path, backup)  # the copy exists before the stub is overwritten
+    kata.stub_path.write_text(pristine, encoding="utf-8")
+    return ResetResult(kata.stub_path, backup)
+
+
+# -- maintainers: refresh the store ----------------------------------------------------------
+
+
+def _valid_katas(root: Path) -> list[Kata]:
+    """Every kata whose folder is complete enough to have a stub (others are being written;
+    the contract tests report them)."""
+    katas = []
+    for folder in kata_folders(root):
+        try:
+            kata = load_kata(folder)
+        except KataError:
+            continue
+        if kata.stub_path.is_file():
+            katas.append(kata)
+    return katas
+
+
+def out_of_sync(root: Path) -> list[str]:
+    """Kata ids whose stored pristine copy is missing or differs from the stub in ``katas/``."""
+    return [k.id for k in _valid_katas(root)
+            if pristine_text(k) != k.stub_path.read_text(encoding="utf-8")]
+
+
+def snapshot(root: Path, names: Sequence[str] = ()) -> list[str]:
+    """Copy the stubs (all, or the named katas) into the store; return the ids written."""
+    written = []
+    for kata in _valid_katas(root):
+        if names and kata.id not in names and kata.slug not in names:
+            continue
+        target = pristine_path(kata)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = kata.stub_path.read_text(encoding="utf-8")
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            written.append(kata.id)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """For kata authors: ``snapshot [kata ...]`` copies the current stubs into the store;
+    ``check`` lists katas whose store copy is out of date."""
+    parser = argparse.ArgumentParser(prog="python -m pytest_vllm_katas.reset",
+                                     description=main.__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    snap = sub.add_parser("snapshot", help="copy stubs into katas/.pristine (authors only)")
+    snap.add_argument("katas", nargs="*", help="kata slugs or ids (default: every kata)")
+    sub.add_parser("check", help="list katas whose pristine copy differs from the stub")
+    args = parser.parse_args(argv)
+    root = find_root()
+    if root is None:
+        print("not inside a vllm-katas checkout", file=sys.stderr)
+        return 2
+    if args.cmd == "check":
+        stale = out_of_sync(root)
+        for kata_id in stale:
+            print(f"out of date: {kata_id}")
+        return 1 if stale else 0
+    for kata_id in snapshot(root, args.katas):
+        print(f"stored: {kata_id}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
