@@ -9,7 +9,11 @@ from __future__ import annotations
 pytest_plugins = [
     "pytest_vllm_katas.impl",
     "pytest_vllm_katas.tiers",
+    "pytest_vllm_katas.timeout",
     "pytest_vllm_katas.outcomes",
     "pytest_vllm_katas.progress",
     "pytest_vllm_katas.header",
+    "pytest_vllm_katas.bench",
+    # The live tier's engine fixtures and `live` marker; engines start only when a test asks.
+    "pytest_vllm_katas.live.fixtures",
 ]
