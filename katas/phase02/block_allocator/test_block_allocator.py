@@ -617,3 +617,20 @@ def test_your_pool_drives_the_engine(impl, num_blocks: int, enable_caching: bool
         assert cached > 0, "workload check: the prefix cache should have been hit"
     if num_blocks == 16:
         assert preemptions > 0, "workload check: the cramped pool should have forced preemption"
+
+
+# --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------
+
+
+def test_speed_allocate_touch_free_cycle(kata_bench) -> None:
+    sizes = [1 + (i * 7) % 31 for i in range(200)]  # built outside the timed call
+
+    def workload(m) -> None:
+        pool = m.BlockPool(num_blocks=4096, enable_caching=True)
+        for n in sizes:
+            blocks = pool.get_new_blocks(n)
+            pool.touch(blocks)
+            pool.free_blocks(blocks)
+            pool.free_blocks(reversed(blocks))
+
+    kata_bench(workload)

@@ -267,3 +267,16 @@ def test_course_worked_example_three_tokens(impl) -> None:
         f"token 3 attends 0.4011 / 0.1978 / 0.4011 to tokens 1 / 2 / 3; got {weights}"
     )
     assert np.round(out).tolist() == [6.0, 4.0], f"the output is about [6, 4], got {out.tolist()}"
+
+
+# --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------
+
+
+def test_speed_one_decode_step_over_a_1k_token_context(kata_bench) -> None:
+    rng = np.random.default_rng(11)
+    block_size, num_blocks, kv_heads, head_dim = 16, 96, 4, 64
+    table = rng.permutation(np.arange(1, num_blocks))[:64]  # 1,024 tokens, shuffled blocks
+    k_cache = rng.normal(size=(num_blocks * block_size, kv_heads, head_dim))
+    v_cache = rng.normal(size=(num_blocks * block_size, kv_heads, head_dim))
+    q = rng.normal(size=(16, head_dim))  # 16 query heads over 4 KV heads (GQA)
+    kata_bench(lambda m: m.paged_attention(q, k_cache, v_cache, table, 1000, block_size))

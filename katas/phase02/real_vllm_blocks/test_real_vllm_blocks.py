@@ -54,6 +54,29 @@ def test_the_course_capture_is_8788_blocks_140608_tokens_68_66x(impl) -> None:
                  what="140,608 tokens / 2,048 per request (the capture printed 68.65x)")
 
 
+def test_a_real_kv_cache_on_the_device_has_the_predicted_size(impl, device: str) -> None:
+    """Allocate what vLLM really allocates for a paged KV cache — per layer one tensor of
+    [2 (K and V), num_blocks, block_size, kv_heads, head_dim] — on ``device`` (``cpu``, plus
+    ``cuda`` where a GPU is present) and hold its bytes to your arithmetic."""
+    shape = impl.model_shape(OPT_125M, "float16")
+    per_token = impl.kv_bytes_per_token(shape)
+    capacity = impl.kv_capacity(shape, 64 * 16 * per_token, 16, 2048)
+    torch = pytest.importorskip("torch", reason='allocating on a device needs torch: '
+                                'pip install -e ".[torch]"')
+    layers = [
+        torch.empty((2, capacity.num_blocks, 16, shape.num_kv_heads, shape.head_dim),
+                    dtype=torch.float16, device=device)
+        for _ in range(shape.num_layers)
+    ]
+    allocated = sum(t.numel() * t.element_size() for t in layers)
+    predicted = capacity.num_tokens * per_token
+    assert capacity.num_blocks == 64, f"a budget of 64 blocks holds 64 blocks, got {capacity}"
+    assert allocated == predicted, (
+        f"the {device} KV cache takes {allocated:,} bytes, but your arithmetic says "
+        f"{capacity.num_tokens:,} tokens x {per_token:,} bytes = {predicted:,}"
+    )
+
+
 def test_a_partial_block_is_never_counted(impl) -> None:
     shape = ModelShape(2, 2, 64, 2)  # 1,024 bytes a token: a 128-token block is 128 KiB
     block = 128 * impl.kv_bytes_per_token(shape)

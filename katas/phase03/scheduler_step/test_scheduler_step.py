@@ -367,3 +367,19 @@ def test_your_step_drives_the_engine_token_for_token(impl, workload: Workload) -
         f"(requests named by arrival index): stock {stock_steps[first_diff : first_diff + 2]}, "
         f"yours {my_steps[first_diff : first_diff + 2]}"
     )
+
+
+# --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------
+
+
+def test_speed_scheduling_256_decodes_and_64_arrivals(kata_bench) -> None:
+    def workload(m: ModuleType) -> dict[str, int]:
+        # Fresh queues and memory for every call: schedule_step changes its inputs.
+        running = [Req(f"run-{i}", num_tokens=100, num_computed_tokens=99) for i in range(256)]
+        for req in running:
+            req.status = RequestStatus.RUNNING
+        waiting = deque(Req(f"new-{i}", num_tokens=48) for i in range(64))
+        return m.schedule_step(running, waiting, FakeKV(1_000_000),
+                               max_num_batched_tokens=2048, max_num_seqs=512)
+
+    kata_bench(workload)
