@@ -45,6 +45,9 @@ def scope_katas(root: Path, scope: Path) -> list[Kata]:
 
 def run_kata_tests(root: Path, kata: Kata) -> str:
     """Grade ``kata`` with ``--impl=mine`` in a fresh pytest process; return its verdict."""
+    # The child writes to the same terminal (or pipe): flush our own lines first so the two never
+    # interleave out of order when stdout is buffered.
+    sys.stdout.flush()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run(
@@ -80,10 +83,13 @@ def watch(
     once: bool = False,
     changes: Iterable[set[Path]] | None = None,
     runner: Runner = run_kata_tests,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] | None = None,
 ) -> int:
     """The loop. ``once`` grades until the first kata that does not pass, then returns 1 (0 when
     every kata in scope passes) instead of waiting; ``changes`` replaces the file watcher."""
+    if say is None:
+        def say(line: str) -> None:
+            print(line, flush=True)  # before the next child run writes to the same stream
     katas = scope_katas(root, scope)
     if not katas:
         raise WatchError(f"no katas under {scope}")
