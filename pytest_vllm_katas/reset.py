@@ -1,11 +1,11 @@
 """``katas reset``: put a kata's stub back as the project shipped it, keeping the learner's file.
 
-Where the pristine stub comes from: the **pristine store**, ``katas/.pristine/<phase>/<slug>.py``,
-an exact copy of every stub as shipped, committed with the project. Not git: a learner who
-committed their work (or squashed, rebased, or downloaded a zip, or made a repository from the
-template) has no reliable "first commit that has the stub", while the store is just a file that
-travels with every copy of the repository. ``katas/.pristine`` is hidden from kata discovery (not
-a ``phaseNN`` folder) and from pytest collection (a dot folder).
+Where the pristine stub comes from: the **pristine store**, ``katas/pristine.json``, which maps
+each kata id (``phase00/kv_cache_speedup``) to the exact text of its stub as shipped, committed
+with the project. Not git: a learner who committed their work (or squashed, rebased, or
+downloaded a zip, or made a repository from the template) has no reliable "first commit that has
+the stub", while the store is just a file that travels with every copy of the repository. It is
+data, not code: nothing imports or collects it, and it holds no second copy of any module.
 
 One source of truth: kata authors edit the stub in ``katas/`` and refresh the store with
 ``python -m pytest_vllm_katas.reset snapshot``; ``tests/test_pristine.py`` fails, naming that
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import shutil
 import sys
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from .catalog import Kata, KataError, find_root, kata_folders, load_kata
 
-STORE = Path("katas") / ".pristine"
+STORE = Path("katas") / "pristine.json"
 SNAPSHOT_COMMAND = "python -m pytest_vllm_katas.reset snapshot"
 
 
@@ -33,13 +34,24 @@ class ResetError(Exception):
     """Reset cannot proceed; nothing was changed."""
 
 
-def pristine_path(kata: Kata) -> Path:
-    return kata.root / STORE / kata.phase / f"{kata.slug}.py"
+def load_store(root: Path) -> dict[str, str]:
+    """The pristine store: kata id -> stub text ({} when the file does not exist)."""
+    path = root / STORE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ResetError(f"{STORE} is not valid JSON ({exc}); restore it with "
+                         f"`git checkout -- {STORE}`; nothing was changed") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ResetError(f"{STORE} must map kata ids to stub text; restore it with "
+                         f"`git checkout -- {STORE}`; nothing was changed")
+    return data
 
 
 def pristine_text(kata: Kata) -> str | None:
-    path = pristine_path(kata)
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    return load_store(kata.root).get(kata.id)
 
 
 def changed_lines(kata: Kata) -> int:
@@ -75,8 +87,7 @@ def reset(kata: Kata, *, force: bool) -> ResetResult:
     where = kata.stub_path.relative_to(kata.root)
     if pristine is None:
         raise ResetError(
-            f"no pristine copy of {kata.id} ({pristine_path(kata).relative_to(kata.root)} is "
-            f"missing); {where} was left as it is"
+            f"no pristine copy of {kata.id} (no entry in {STORE}); {where} was left as it is"
         )
     if not kata.stub_path.exists():
         kata.stub_path.write_text(pristine, encoding="utf-8")
@@ -114,22 +125,25 @@ def _valid_katas(root: Path) -> list[Kata]:
 
 def out_of_sync(root: Path) -> list[str]:
     """Kata ids whose stored pristine copy is missing or differs from the stub in ``katas/``."""
+    store = load_store(root)
     return [k.id for k in _valid_katas(root)
-            if pristine_text(k) != k.stub_path.read_text(encoding="utf-8")]
+            if store.get(k.id) != k.stub_path.read_text(encoding="utf-8")]
 
 
 def snapshot(root: Path, names: Sequence[str] = ()) -> list[str]:
     """Copy the stubs (all, or the named katas) into the store; return the ids written."""
+    store = load_store(root)
     written = []
     for kata in _valid_katas(root):
         if names and kata.id not in names and kata.slug not in names:
             continue
-        target = pristine_path(kata)
-        target.parent.mkdir(parents=True, exist_ok=True)
         text = kata.stub_path.read_text(encoding="utf-8")
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
-            target.write_text(text, encoding="utf-8")
+        if store.get(kata.id) != text:
+            store[kata.id] = text
             written.append(kata.id)
+    if written or not (root / STORE).exists():
+        text = json.dumps(store, indent=1, sort_keys=True, ensure_ascii=False)
+        (root / STORE).write_text(text + "\n", encoding="utf-8")
     return written
 
 
@@ -139,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_vllm_katas.reset",
                                      description=main.__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    snap = sub.add_parser("snapshot", help="copy stubs into katas/.pristine (authors only)")
+    snap = sub.add_parser("snapshot", help="record the stubs in katas/pristine.json (authors only)")
     snap.add_argument("katas", nargs="*", help="kata slugs or ids (default: every kata)")
     sub.add_parser("check", help="list katas whose pristine copy differs from the stub")
     args = parser.parse_args(argv)

@@ -148,7 +148,7 @@ def test_reset_refuses_to_touch_changed_work_without_yes(pytester: pytest.Pytest
 
 def test_reset_keeps_the_learners_work_as_a_backup(pytester: pytest.Pytester) -> None:
     three_katas(pytester)
-    pristine = (pytester.path / "katas/.pristine/phase00/alpha.py").read_text()
+    pristine = json.loads((pytester.path / "katas/pristine.json").read_text())["phase00/alpha"]
     grade(pytester)
     result = katas(pytester, "reset", "alpha", "--yes")
     assert result.ret == 0, result.stderr.str()
@@ -168,11 +168,14 @@ def test_reset_keeps_the_learners_work_as_a_backup(pytester: pytest.Pytester) ->
 def test_reset_without_a_pristine_copy_is_exit_2_and_deletes_nothing(
         pytester: pytest.Pytester) -> None:
     three_katas(pytester)
-    (pytester.path / "katas/.pristine/phase00/alpha.py").unlink()
+    store = pytester.path / "katas/pristine.json"
+    entries = json.loads(store.read_text())
+    del entries["phase00/alpha"]
+    store.write_text(json.dumps(entries))
     result = katas(pytester, "reset", "alpha", "--yes")
     assert result.ret == 2
     result.stderr.fnmatch_lines(["katas: no pristine copy of phase00/alpha "
-                                 "(katas/.pristine/phase00/alpha.py is missing); "
+                                 "(no entry in katas/pristine.json); "
                                  "katas/phase00/alpha/alpha.py was left as it is"])
     assert stub(pytester, "alpha").read_text() == SOLVED
     assert not list(stub(pytester, "alpha").parent.glob("*.bak-*"))
@@ -353,3 +356,15 @@ def test_report_round_trips_through_status(pytester: pytest.Pytester) -> None:
     data = json.loads((pytester.path / "r.json").read_text())
     assert {k["id"]: k["status"] for k in data["katas"]} == {
         "phase00/alpha": "passed", "phase00/beta": "todo", "phase00/gamma": "todo"}
+
+
+def test_reset_with_a_corrupted_pristine_store_is_exit_2_and_deletes_nothing(
+        pytester: pytest.Pytester) -> None:
+    three_katas(pytester)
+    (pytester.path / "katas/pristine.json").write_text("{ not json")
+    result = katas(pytester, "reset", "alpha", "--yes")
+    assert result.ret == 2
+    result.stderr.fnmatch_lines(
+        ["katas: katas/pristine.json is not valid JSON*nothing was changed"])
+    assert stub(pytester, "alpha").read_text() == SOLVED
+    assert not list(stub(pytester, "alpha").parent.glob("*.bak-*"))

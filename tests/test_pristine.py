@@ -1,4 +1,4 @@
-"""The pristine store (``katas/.pristine``) is what ``katas reset`` restores: every stub as the
+"""The pristine store (``katas/pristine.json``) is what ``katas reset`` restores: every stub as the
 project ships it. It must equal the stub in ``katas/`` on a clean checkout."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vllm_katas.catalog import discover
-from pytest_vllm_katas.reset import SNAPSHOT_COMMAND, pristine_path, pristine_text
+from pytest_vllm_katas.reset import SNAPSHOT_COMMAND, STORE, pristine_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KATAS = discover(ROOT)
@@ -19,7 +19,7 @@ def test_pristine_copy_matches_the_stub(kata) -> None:
     if not kata.stub_path.is_file():
         pytest.skip(f"{kata.id} has no stub yet (test_kata_contract reports it)")
     stored = pristine_text(kata)
-    where = pristine_path(kata).relative_to(ROOT)
+    where = f"{STORE} [{kata.id}]"
     assert stored is not None, f"{where} is missing: kata authors run `{SNAPSHOT_COMMAND} " \
                                f"{kata.slug}`"
     assert stored == kata.stub_path.read_text(encoding="utf-8"), (
