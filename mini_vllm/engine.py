@@ -27,6 +27,9 @@ engine:
   ``ToyModel(seed)``).
 * ``step_fn``: ``step_fn(scheduler, model, sampler) -> list[Request]`` replaces the body of
   ``step()`` (kata 01-03's ``engine_step``); the default is :func:`engine_step`.
+* ``check_stop``: ``check_stop(request) -> bool`` decides, after each appended token, whether the
+  request is finished (and sets its status); the default is ``Request.maybe_finish`` (kata
+  01-05's ``check_stop``; upstream ``vllm/v1/core/sched/utils.py: check_stop``).
 
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
 in-flight request keeps being served.
@@ -116,6 +119,7 @@ class LLMEngine:
         sampler: Any | None = None,
         model: Any | None = None,
         step_fn: Callable[[Any, Any, Any], list[Request]] | None = None,
+        check_stop: Callable[[Request], bool] | None = None,
     ) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
@@ -139,6 +143,8 @@ class LLMEngine:
             max_num_batched_tokens=max_num_batched_tokens,
             long_prefill_token_threshold=long_prefill_token_threshold,
         )
+        if check_stop is not None:
+            self.scheduler.check_stop = check_stop
         self._step_fn = step_fn or engine_step
         self.num_steps = 0
 

@@ -18,6 +18,7 @@ Per-step invariants (``pytest_vllm_katas.invariants.check_scheduler_step``):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.long_prefill_token_threshold = long_prefill_token_threshold
         self.waiting: deque[Request] = deque()
+        # The stop rule, replaceable (LLMEngine(check_stop=...)); None: Request.maybe_finish.
+        self.check_stop: Callable[[Request], bool] | None = None
         # Admission order matters: FCFS preemption takes the *last* one (least progress lost).
         self.running: list[Request] = []
 
@@ -206,7 +209,9 @@ class Scheduler:
             request.num_computed_tokens += n
             if has_token:
                 request.append_output_token(sampled[request.request_id])
-                if request.maybe_finish():
+                stopped = (request.maybe_finish() if self.check_stop is None
+                           else self.check_stop(request))
+                if stopped:
                     finished.append(request)
         for request in finished:
             self.running.remove(request)

@@ -5,6 +5,7 @@ import pytest
 from mini_vllm import (
     BlockPool,
     LLMEngine,
+    Request,
     RequestStatus,
     Sampler,
     SamplingParams,
@@ -226,3 +227,16 @@ def test_unknown_request_id_raises_value_error_and_engine_keeps_serving() -> Non
 def test_mismatched_params_list_is_refused() -> None:
     with pytest.raises(ValueError, match="sampling params"):
         LLMEngine().generate(["a", "b"], [greedy(1)])
+
+
+def test_an_injected_stop_check_decides_when_requests_finish() -> None:
+    def stop_after_two(request: Request) -> bool:
+        if request.num_output_tokens >= 2:
+            request.status = RequestStatus.FINISHED_STOPPED
+            return True
+        return False
+
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    out = LLMEngine(check_stop=stop_after_two).generate(["hello", "hi"], params)
+    assert [len(o.output_token_ids) for o in out] == [2, 2]
+    assert [o.finish_reason for o in out] == ["stop", "stop"]
