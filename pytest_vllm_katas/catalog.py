@@ -182,10 +182,23 @@ def kata_folders(root: Path) -> list[Path]:
     )
 
 
-def discover(root: Path) -> list[Kata]:
-    """All katas under ``root``, in course order; raises on the first invalid ``kata.toml``."""
-    katas = [load_kata(folder) for folder in kata_folders(root)]
+def discover(root: Path, *, skip_invalid: bool = False) -> list[Kata]:
+    """All katas under ``root``, in course order. An invalid ``kata.toml`` raises, or with
+    ``skip_invalid`` is left out (so one half-written kata cannot hide every other one)."""
+    katas = []
+    for folder in kata_folders(root):
+        try:
+            katas.append(load_kata(folder))
+        except KataError:
+            if not skip_invalid:
+                raise
     return sorted(katas, key=lambda k: (k.phase, k.order, k.slug))
+
+
+def is_learner_file(path: Path) -> bool:
+    """True for the learner's files: anything under ``katas/`` except the tests themselves.
+    (The reference lives under ``reference/``, so its mistakes stay ordinary failures.)"""
+    return "katas" in Path(path).resolve().parts and not Path(path).name.startswith("test_")
 
 
 @cache

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from .catalog import is_learner_file
 from .impl import KataImportError, _relative
 from .timeout import KataTimeout
 
@@ -30,13 +31,6 @@ def learner_outcome(report: pytest.TestReport | pytest.CollectReport) -> str | N
     return None
 
 
-def _is_learner_file(path: Path) -> bool:
-    # The learner's files are everything under katas/ except the tests themselves; the
-    # reference lives under reference/, so a NotImplementedError there stays a real failure.
-    parts = path.resolve().parts
-    return "katas" in parts and not path.name.startswith("test_")
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report: pytest.TestReport = yield
@@ -51,7 +45,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     elif isinstance(excinfo.value, NotImplementedError):
         raised_at = excinfo.traceback[-1]
         path = Path(str(raised_at.path))
-        if _is_learner_file(path):
+        if is_learner_file(path):
             message = str(excinfo.value).strip() or "not implemented yet"
             report.longrepr = f"todo: {message} ({_relative(path)}:{raised_at.lineno + 1})"
             report.user_properties.append((OUTCOME_PROPERTY, TODO))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import Kata, KataError, find_root, kata_folders, load_kata
+from .catalog import Kata, discover, find_root
 
 STORE = Path("katas") / "pristine.json"
 SNAPSHOT_COMMAND = "python -m pytest_vllm_katas.reset snapshot"
@@ -112,15 +112,7 @@ def reset(kata: Kata, *, force: bool) -> ResetResult:
 def _valid_katas(root: Path) -> list[Kata]:
     """Every kata whose folder is complete enough to have a stub (others are being written;
     the contract tests report them)."""
-    katas = []
-    for folder in kata_folders(root):
-        try:
-            kata = load_kata(folder)
-        except KataError:
-            continue
-        if kata.stub_path.is_file():
-            katas.append(kata)
-    return katas
+    return [k for k in discover(root, skip_invalid=True) if k.stub_path.is_file()]
 
 
 def out_of_sync(root: Path) -> list[str]:

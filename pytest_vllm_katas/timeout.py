@@ -20,7 +20,7 @@ from types import FrameType
 
 import pytest
 
-from .catalog import kata_for_path
+from .catalog import is_learner_file, kata_for_path
 from .impl import _relative
 
 DEFAULT_SECONDS = 120.0
@@ -65,7 +65,7 @@ def _where(frame: FrameType | None) -> str:
     innermost = frame
     while frame is not None:
         path = Path(frame.f_code.co_filename)
-        if "katas" in path.parts and not path.name.startswith("test_"):
+        if is_learner_file(path):
             return f"{_relative(path)}:{frame.f_lineno}"
         frame = frame.f_back
     if innermost is None:

@@ -17,24 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vllm_katas.catalog import Kata, KataError, kata_folders, load_kata
+from pytest_vllm_katas.catalog import Kata, discover, kata_folders, load_kata
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _valid_katas() -> list[Kata]:
-    # An invalid kata.toml fails test_kata_toml_is_valid for its own folder; it must not hide
-    # every other kata's checks.
-    katas = []
-    for folder in kata_folders(ROOT):
-        try:
-            katas.append(load_kata(folder))
-        except KataError:
-            continue
-    return sorted(katas, key=lambda k: (k.phase, k.order, k.slug))
-
-
-KATAS = _valid_katas()
+# An invalid kata.toml fails test_kata_toml_is_valid for its own folder; it must not hide
+# every other kata's checks.
+KATAS = discover(ROOT, skip_invalid=True)
 IDS = [k.id for k in KATAS]
 
 
