@@ -21,7 +21,7 @@ from mini_vllm.kv_cache import KVCacheManager
 from mini_vllm.model import ToyModel
 from mini_vllm.request import Request, RequestStatus, SamplingParams
 from mini_vllm.sampler import Sampler, apply_top_k, apply_top_p, softmax
-from mini_vllm.scheduler import Scheduler, SchedulerOutput
+from mini_vllm.scheduler import Scheduler, SchedulerContractError, SchedulerOutput
 from mini_vllm.tokenizer import EOS_TOKEN_ID, VOCAB_SIZE, ByteTokenizer
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "Sampler",
     "SamplingParams",
     "Scheduler",
+    "SchedulerContractError",
     "SchedulerOutput",
     "ToyModel",
     "apply_top_k",

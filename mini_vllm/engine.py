@@ -32,21 +32,31 @@ engine:
   01-05's ``check_stop``; upstream ``vllm/v1/core/sched/utils.py: check_stop``).
 
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
-in-flight request keeps being served.
+in-flight request keeps being served; ``generate`` vets all of its prompts before queuing any.
+A scheduler whose output the engine cannot execute raises ``SchedulerContractError`` from
+``step`` (see :func:`mini_vllm.scheduler.check_scheduler_output`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
-from mini_vllm.request import Request, RequestStatus, SamplingParams
+from mini_vllm.request import (
+    Request,
+    RequestStatus,
+    SamplingParams,
+    check_prompt_token_ids,
+    check_sampling_params,
+)
 from mini_vllm.sampler import Sampler
-from mini_vllm.scheduler import Scheduler
+from mini_vllm.scheduler import Scheduler, check_scheduler_output
 from mini_vllm.tokenizer import ByteTokenizer
+
+_PROMPT_FORMS = "a non-empty str or a non-empty sequence of int token ids"
 
 _FINISH_REASONS = {
     RequestStatus.FINISHED_STOPPED: "stop",
@@ -84,6 +94,9 @@ def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
     ``num_computed_tokens + n - 1``. Only rows that reach the end of the known tokens sample.
     """
     output = scheduler.schedule()
+    # The boundary between the (possibly learner-written) scheduler and the engine: a plan that
+    # cannot be executed is blamed on the scheduler here, not found as an IndexError below.
+    check_scheduler_output(output, scheduler.running)
     if not output.scheduled_requests:
         return []
     last_tokens: list[int] = []
@@ -151,22 +164,41 @@ class LLMEngine:
     # -- requests -------------------------------------------------------------------------------
 
     def add_request(
-        self, prompt: str | Sequence[int], sampling_params: SamplingParams | None = None
+        self,
+        prompt: str | Sequence[int],
+        sampling_params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
     ) -> str:
-        """Validate, enqueue, return the new request id (``'req-<n>'``, process-global)."""
-        params = sampling_params if sampling_params is not None else SamplingParams()
-        if not isinstance(params, SamplingParams):
-            raise ValueError(f"sampling_params must be a SamplingParams, got {type(params)!r}")
-        if isinstance(prompt, str):
-            token_ids = self.tokenizer.encode(prompt)
-        else:
-            token_ids = list(prompt)
-        if not token_ids:
-            raise ValueError("prompt is empty: a request needs at least one token")
-        request = Request(token_ids, params, eos_token_id=self.tokenizer.eos_token_id)
+        """Validate, enqueue, return the request id.
+
+        By default the id is drawn for you (``'req-<n>'``, process-global). An explicit
+        ``request_id`` (upstream makes the caller pass one) must not belong to an unfinished
+        request. Any refusal is a ``ValueError`` raised before anything is queued.
+        """
+        token_ids, params = self._vet(prompt, sampling_params)
+        # Request re-checks what it is given (it is also built directly, by katas and benchmarks);
+        # on vetted input that is one cheap pass over the prompt.
+        request = Request(
+            token_ids, params, request_id=request_id, eos_token_id=self.tokenizer.eos_token_id
+        )
+        self.scheduler.add_request(request)  # refuses an id that is still in flight
+        return request.request_id
+
+    def _vet(self, prompt: object, sampling_params: object) -> tuple[list[int], SamplingParams]:
+        """Every check a new request must pass that needs no id, with no side effect.
+
+        Returns the prompt's token ids and the parameters to use. ``generate`` runs it over a
+        whole batch before queuing any of it.
+        """
+        params = check_sampling_params(sampling_params)
+        if isinstance(prompt, str) and prompt:
+            token_ids = self.tokenizer.encode(prompt)  # bytes: always valid token ids
+        else:  # token ids, or something that is neither (the empty str included)
+            token_ids = check_prompt_token_ids(prompt, "prompt", _PROMPT_FORMS)
         # The last sampled token is never fed back, so a full run needs P + max_tokens - 1 KV
         # slots. A request that cannot fit even alone would preempt itself forever.
-        needed = request.num_prompt_tokens + params.max_tokens - 1
+        needed = len(token_ids) + params.max_tokens - 1
         usable = (self.num_blocks - 1) * self.block_size
         if needed > usable:
             raise ValueError(
@@ -174,8 +206,7 @@ class LLMEngine:
                 f"{self.block_size}) but the pool only ever has {usable} "
                 f"({self.num_blocks - 1} usable blocks): shorten the prompt or max_tokens"
             )
-        self.scheduler.add_request(request)
-        return request.request_id
+        return token_ids, params
 
     def get_request(self, request_id: str) -> Request:
         """An unfinished request by id; ``ValueError`` for unknown or finished ids."""
@@ -206,15 +237,40 @@ class LLMEngine:
         """
         if isinstance(prompts, str):
             prompts = [prompts]
+        elif not isinstance(prompts, Iterable):
+            raise ValueError(f"prompts must be a str or a list of prompts, got {prompts!r}")
+        prompts = list(prompts)
         if sampling_params is None or isinstance(sampling_params, SamplingParams):
             params_list = [sampling_params] * len(prompts)
-        else:
+        elif isinstance(sampling_params, Sequence) and not isinstance(sampling_params, str):
             params_list = list(sampling_params)
             if len(params_list) != len(prompts):
                 raise ValueError(
                     f"got {len(params_list)} sampling params for {len(prompts)} prompts"
                 )
-        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params_list, strict=True)]
+        else:
+            raise ValueError(
+                f"sampling_params must be a SamplingParams, a list with one per prompt, or None, "
+                f"got {sampling_params!r}"
+            )
+        # All or nothing: vet every prompt before queuing any, so a bad third prompt does not
+        # leave the first two running with no caller waiting for them.
+        token_lists: list[list[int]] = []
+        for index, (prompt, sp) in enumerate(zip(prompts, params_list, strict=True)):
+            try:
+                token_lists.append(self._vet(prompt, sp)[0])
+            except ValueError as exc:
+                raise ValueError(f"prompts[{index}]: {exc}") from exc
+        ids: list[str] = []
+        try:
+            for token_ids, sp in zip(token_lists, params_list, strict=True):
+                ids.append(self.add_request(token_ids, sp))
+        except Exception:
+            # Only what needs the id can still fail here (an id drawn for us already taken by an
+            # explicit request_id). Undo, as upstream's LLM._validate_and_add_requests does.
+            for rid in ids:
+                self.abort_request(rid)
+            raise
         pending = set(ids)
         done: dict[str, Request] = {}
         while pending:

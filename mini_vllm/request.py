@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Sequence
+import math
+import numbers
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from mini_vllm.tokenizer import EOS_TOKEN_ID, VOCAB_SIZE
 
@@ -35,12 +40,51 @@ class RequestStatus(enum.IntEnum):
         return status >= RequestStatus.FINISHED_STOPPED
 
 
+# -- validation ------------------------------------------------------------------------------
+# Every message has one shape, "<field> must be <what is allowed>, got <bad value>", so a refused
+# request says exactly which knob to fix.
+
+# Positive temperatures below float64's smallest normal number make ``logits / temperature``
+# overflow to inf, and softmax turns inf into NaN: the sampler would crash mid-step, taking every
+# in-flight request with it. Nothing above it changes: those values behave as before.
+_MIN_POSITIVE_TEMPERATURE = sys.float_info.min
+
+
+def _is_int(value: object) -> bool:
+    """A Python or numpy integer. Never a bool (``True`` is an int to Python, not a count), and
+    never a float, even ``3.0``: accepting floats means ``int()`` would silently truncate ``3.7``.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _finite_float(value: object) -> float | None:
+    """``value`` as a float if it is a finite real number (numpy scalars included, bool not)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return as_float if math.isfinite(as_float) else None
+
+
+def _refuse(field: str, allowed: str, value: object) -> ValueError:
+    return ValueError(f"{field} must be {allowed}, got {value!r}")
+
+
 @dataclass
 class SamplingParams:
-    """Validated at construction, so a bad request fails in ``add_request``, not mid-step.
+    """Validated by :meth:`verify`, so a bad request fails in ``add_request``, not mid-step.
+
+    Accepted values are normalised to plain ``int`` / ``float`` / ``bool`` (numpy scalars and
+    ``temperature=0`` included), which changes no sampled token.
 
     Defaults follow upstream (temperature 1.0, no seed), which is *not* reproducible: pass
     ``temperature=0.0`` (greedy) or a ``seed`` when a test compares outputs.
+
+    ``max_tokens=None`` is refused: upstream reads it as "up to the model's context length", and
+    mini_vllm has no context length to fall back on (only the KV pool, which is checked per
+    request by ``LLMEngine.add_request``).
     """
 
     max_tokens: int = 16
@@ -51,16 +95,82 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_tokens, bool) or int(self.max_tokens) != self.max_tokens:
-            raise ValueError(f"max_tokens must be an integer, got {self.max_tokens!r}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if not self.temperature >= 0.0:  # also rejects NaN
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must lie in (0, 1] (1 disables it), got {self.top_p}")
+        self.verify()
+
+    def verify(self) -> None:
+        """Raise ``ValueError`` for the first bad field; normalise the accepted ones in place.
+
+        Upstream's ``_verify_args``. It runs at construction and again when a request is created
+        (``check_sampling_params``): the dataclass is mutable, and a field set to a bad value
+        after construction would otherwise reach the sampler.
+        """
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
+            raise _refuse("max_tokens", "an int >= 1", self.max_tokens)
+        self.max_tokens = int(self.max_tokens)
+
+        temperature = _finite_float(self.temperature)
+        if temperature is None or not (
+            temperature == 0.0 or temperature >= _MIN_POSITIVE_TEMPERATURE
+        ):
+            raise _refuse(
+                "temperature",
+                f"0 (greedy) or a finite number >= {_MIN_POSITIVE_TEMPERATURE!r}",
+                self.temperature,
+            )
+        self.temperature = temperature
+
+        # No upper bound: k >= vocab size simply disables top-k, as upstream.
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise _refuse("top_k", "an int >= 0 (0 disables it)", self.top_k)
+        self.top_k = int(self.top_k)
+
+        top_p = _finite_float(self.top_p)
+        if top_p is None or not 0.0 < top_p <= 1.0:
+            raise _refuse("top_p", "a number in (0, 1] (1 disables it)", self.top_p)
+        self.top_p = top_p
+
+        # numpy's default_rng, which the sampler seeds per call, refuses negative seeds.
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise _refuse("seed", "a non-negative int or None", self.seed)
+        self.seed = None if self.seed is None else int(self.seed)
+
+        if not isinstance(self.ignore_eos, (bool, np.bool_)):
+            raise _refuse("ignore_eos", "a bool", self.ignore_eos)
+        self.ignore_eos = bool(self.ignore_eos)
+
+
+def check_prompt_token_ids(
+    token_ids: object,
+    field: str = "prompt_token_ids",
+    forms: str = "a non-empty sequence of int token ids",
+) -> list[int]:
+    """The prompt as a fresh list of plain ints, each in ``[0, VOCAB_SIZE)``; ``ValueError`` else.
+
+    Shared by ``Request`` and ``LLMEngine`` (which vets a whole ``generate`` batch before queuing
+    any of it, and also accepts text). ``field`` and ``forms`` are the caller's argument name and
+    what it accepts, so the message speaks the caller's API.
+    """
+    allowed = f"{forms} in [0, {VOCAB_SIZE})"
+    # A str is iterable, but its items are characters: the engine encodes text, a Request doesn't.
+    if isinstance(token_ids, str) or not isinstance(token_ids, Iterable):
+        raise _refuse(field, allowed, token_ids)
+    prompt = list(token_ids)  # once: the input may be a one-shot iterator
+    if not prompt:
+        raise _refuse(field, allowed, prompt)
+    for index, token in enumerate(prompt):
+        if not _is_int(token) or not 0 <= token < VOCAB_SIZE:
+            raise _refuse(f"{field}[{index}]", f"an int token id in [0, {VOCAB_SIZE})", token)
+    return [int(t) for t in prompt]  # numpy ints become plain ints: one token type downstream
+
+
+def check_sampling_params(params: object) -> SamplingParams:
+    """``params`` itself (re-verified), or the defaults for ``None``; else ``ValueError``."""
+    if params is None:
+        return SamplingParams()
+    if not isinstance(params, SamplingParams):
+        raise _refuse("sampling_params", "a SamplingParams or None", params)
+    params.verify()
+    return params
 
 
 # Process-global on purpose (as upstream): ids never repeat across engines, so tests must use the
@@ -79,22 +189,23 @@ class Request:
 
     def __init__(
         self,
-        prompt_token_ids: Sequence[int],
+        prompt_token_ids: Iterable[int],
         sampling_params: SamplingParams | None = None,
         request_id: str | None = None,
         eos_token_id: int = EOS_TOKEN_ID,
     ) -> None:
-        prompt = [int(t) for t in prompt_token_ids]
-        if not prompt:
-            raise ValueError("prompt must contain at least one token")
-        bad = [t for t in prompt if not 0 <= t < VOCAB_SIZE]
-        if bad:
-            raise ValueError(f"prompt token ids must lie in [0, {VOCAB_SIZE}), got {bad[:5]}")
+        # Everything is checked before an id is drawn, so a refused request leaves no trace.
+        prompt = check_prompt_token_ids(prompt_token_ids)
+        params = check_sampling_params(sampling_params)
+        if request_id is not None and (not isinstance(request_id, str) or not request_id):
+            raise _refuse("request_id", "a non-empty str or None", request_id)
+        if not _is_int(eos_token_id) or not 0 <= eos_token_id < VOCAB_SIZE:
+            raise _refuse("eos_token_id", f"an int token id in [0, {VOCAB_SIZE})", eos_token_id)
         self.request_id: str = request_id if request_id is not None else next_request_id()
         self.prompt_token_ids: list[int] = prompt
         self.output_token_ids: list[int] = []
-        self.sampling_params: SamplingParams = sampling_params or SamplingParams()
-        self.eos_token_id: int = eos_token_id
+        self.sampling_params: SamplingParams = params
+        self.eos_token_id: int = int(eos_token_id)
         self.status: RequestStatus = RequestStatus.WAITING
         self.num_computed_tokens: int = 0
         self.num_preemptions: int = 0

@@ -17,8 +17,9 @@ Per-step invariants (``pytest_vllm_katas.invariants.check_scheduler_step``):
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,62 @@ class SchedulerOutput:
     @property
     def is_empty(self) -> bool:
         return not self.num_scheduled_tokens
+
+
+class SchedulerContractError(AssertionError):
+    """A scheduler handed the engine a step it cannot execute: a bug in the scheduler, not input.
+
+    An ``AssertionError`` on purpose: it is a broken invariant of (usually) a learner's scheduler,
+    so pytest reports it as a failed check, and code that catches ``ValueError`` to refuse a bad
+    request never swallows it.
+    """
+
+
+def check_scheduler_output(output: SchedulerOutput, running: Iterable[Request]) -> None:
+    """Refuse a ``SchedulerOutput`` the engine cannot execute, naming the request at fault.
+
+    Runs where the engine consumes the plan (``engine_step``), before any row is read. Without it
+    an over-scheduled request surfaces as an ``IndexError`` deep in the step, ``n = 0`` silently
+    reads the wrong token, and an id outside ``running`` fails in ``list.remove``.
+    """
+    live = {id(r) for r in running}
+    rows: set[str] = set()
+    for request in output.scheduled_requests:
+        rid = request.request_id
+        if id(request) not in live:
+            raise SchedulerContractError(
+                f"the scheduler scheduled request {rid!r}, which is not in `running` "
+                f"(status {request.status.name}): only running requests can be scheduled"
+            )
+        if rid in rows:
+            raise SchedulerContractError(
+                f"the scheduler scheduled request {rid!r} twice in one step: one row per request"
+            )
+        rows.add(rid)
+        if rid not in output.num_scheduled_tokens:
+            raise SchedulerContractError(
+                f"the scheduler scheduled request {rid!r} but num_scheduled_tokens has no entry "
+                f"for it"
+            )
+        n = output.num_scheduled_tokens[rid]
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            raise SchedulerContractError(
+                f"the scheduler scheduled n={n!r} tokens for request {rid!r}: a scheduled request "
+                f"needs an int n >= 1 (leave an idle request out of the step instead)"
+            )
+        if request.num_computed_tokens + n > request.num_tokens:
+            raise SchedulerContractError(
+                f"the scheduler scheduled more tokens than the request has: request {rid!r} has "
+                f"num_computed_tokens={request.num_computed_tokens}, n={n} scheduled, "
+                f"num_tokens={request.num_tokens} (at most "
+                f"{request.num_tokens - request.num_computed_tokens} can be scheduled)"
+            )
+    unknown = [rid for rid in output.num_scheduled_tokens if rid not in rows]
+    if unknown:
+        raise SchedulerContractError(
+            f"the scheduler scheduled unknown request ids {unknown}: every key of "
+            f"num_scheduled_tokens must be a request in scheduled_requests"
+        )
 
 
 class Scheduler:
@@ -74,6 +131,18 @@ class Scheduler:
     # -- queue management ---------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
+        """Queue ``request``; ``ValueError`` if an unfinished request already has its id.
+
+        Every per-request table (``num_scheduled_tokens``, the KV manager's block tables) is keyed
+        by id, so two live requests sharing one would corrupt each other and crash a later step.
+        Upstream refuses it the same way (``OutputProcessor.add_request``); once the earlier
+        request finished or was aborted, its id is free again.
+        """
+        if self._find(request.request_id) is not None:
+            raise ValueError(
+                f"request_id must be unique among unfinished requests, got {request.request_id!r} "
+                f"(already waiting or running; reuse an id only after that request finishes)"
+            )
         request.status = RequestStatus.WAITING
         self.waiting.append(request)
 
@@ -83,11 +152,21 @@ class Scheduler:
     def get_num_unfinished_requests(self) -> int:
         return len(self.waiting) + len(self.running)
 
-    def find_request(self, request_id: str) -> Request:
+    def _find(self, request_id: str) -> Request | None:
+        # A scan, not an index: the queues themselves are the truth (a learner's schedule() moves
+        # requests between them directly), and it runs once per add, not per step.
         for request in (*self.running, *self.waiting):
             if request.request_id == request_id:
                 return request
-        raise ValueError(f"unknown request id {request_id!r} (never added, or already finished)")
+        return None
+
+    def find_request(self, request_id: str) -> Request:
+        request = self._find(request_id)
+        if request is None:
+            raise ValueError(
+                f"unknown request id {request_id!r} (never added, or already finished)"
+            )
+        return request
 
     def abort_request(self, request_id: str) -> Request:
         """Drop an unfinished request and free its KV; everyone else carries on."""

@@ -7,6 +7,7 @@ The public helpers for kata tests are re-exported here; the pytest plugin itself
 from __future__ import annotations
 
 from .catalog import Kata, KataError, discover, find_root
+from .expect import expect_raises
 from .invariants import (
     assert_same_outputs,
     check_block_pool,
@@ -25,5 +26,6 @@ __all__ = [
     "check_block_tables",
     "check_scheduler_step",
     "discover",
+    "expect_raises",
     "find_root",
 ]

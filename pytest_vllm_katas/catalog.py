@@ -20,6 +20,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 TIERS = ("cpu_ok", "gpu_opt", "gpu_req")
+# The command-line option group every plugin module adds its options to.
+OPTION_GROUP = ("vllm-katas", "vllm-katas: graded exercises on vLLM's internals")
 IMPLS = ("reference", "mine")
 
 # What each optional requirement is called when importing, and how a learner gets it.
@@ -96,6 +98,34 @@ class Kata:
 
     def module_path(self, impl: str) -> Path:
         return self.stub_path if impl == "mine" else self.reference_path
+
+    @classmethod
+    def placeholder(cls, folder: Path) -> Kata:
+        """A stand-in for a kata folder whose ``kata.toml`` cannot be read: enough to give it
+        a row (an ``error``) in the progress table."""
+        folder = Path(folder).resolve()
+        return cls(root=folder.parents[2], phase=folder.parent.name, slug=folder.name,
+                   lab="??-??", title="", order=10**6, tier="?", requires=(), upstream="",
+                   hints=())
+
+    def source_hash(self, impl: str) -> str:
+        """A digest of the files a verdict depends on: the kata folder's Python files (the
+        learner's module, scaffold, tests) and, for the reference, its module. An edit to
+        any of them makes earlier verdicts stale."""
+        import hashlib
+
+        files = sorted(self.folder.glob("*.py"))
+        if impl == "reference":
+            files.append(self.reference_path)
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"<unreadable>")
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
 
     def missing_requirements(self) -> list[str]:
         """Optional packages this kata needs that are not installed (found without importing)."""
@@ -195,6 +225,14 @@ def discover(root: Path, *, skip_invalid: bool = False) -> list[Kata]:
     return sorted(katas, key=lambda k: (k.phase, k.order, k.slug))
 
 
+def relative_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (how reports show files)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def is_learner_file(path: Path) -> bool:
     """True for the learner's files: anything under ``katas/`` except the tests themselves.
     (The reference lives under ``reference/``, so its mistakes stay ordinary failures.)"""
@@ -211,6 +249,15 @@ def kata_for_path(path: Path) -> Kata | None:
     return None
 
 
+def readable_kata_for_path(path: Path) -> Kata | None:
+    """Like :func:`kata_for_path`, but None for a kata whose ``kata.toml`` is broken (that kata
+    is reported once, by the item standing in for its tests)."""
+    try:
+        return kata_for_path(path)
+    except KataError:
+        return None
+
+
 def find_root(start: Path | None = None) -> Path | None:
     """The repository root at or above ``start``: the folder holding ``katas/``."""
     start = Path.cwd() if start is None else Path(start)
@@ -220,10 +267,25 @@ def find_root(start: Path | None = None) -> Path | None:
     return None
 
 
+def broken_katas(root: Path) -> list[tuple[Kata, str]]:
+    """Kata folders whose ``kata.toml`` is missing or invalid, as placeholders with the error."""
+    broken = []
+    for folder in kata_folders(root):
+        try:
+            load_kata(folder)
+        except KataError as exc:
+            broken.append((Kata.placeholder(folder), str(exc)))
+    return broken
+
+
 def resolve(root: Path, name: str) -> Kata:
     """A kata named by slug (``block_allocator``) or ``phaseNN/slug``; KataError if unknown."""
     name = name.strip().strip("/")
-    katas = discover(root)
+    for placeholder, error in broken_katas(root):
+        if name in (placeholder.id, placeholder.slug, f"katas/{placeholder.id}"):
+            raise KataError(f"{placeholder.id} cannot be used until its kata.toml is fixed: "
+                            f"{error}")
+    katas = discover(root, skip_invalid=True)
     matches = [k for k in katas if name in (k.id, k.slug, f"katas/{k.id}")]
     if not matches:
         raise KataError(f"no kata named {name!r}; try `katas status` for the list")

@@ -4,20 +4,32 @@ One function per subcommand; anything longer than a screen lives in its own modu
 ``reset``, ``watch``, ``doctor``). A user mistake (unknown kata, unreadable progress, reset with
 no pristine copy, watch outside ``katas/``...) is one line on stderr, exit status 2, and nothing
 is changed.
+
+Output never ends in a traceback: ``katas status | head`` stops quietly when the reader closes the
+pipe (exit status 0, see :func:`main`), Ctrl-C is exit status 130, and a terminal that cannot show
+the status icons (an ASCII locale) gets the words without them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import io
 import json
+import os
+import re
 import sys
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import course
 from .catalog import KataError, discover, find_root, resolve
-from .progress import render_markdown, render_table, stored_rows
+from .progress import load_stored_progress, render_markdown, render_table, stored_rows
+
+# "level 2: ..." at the start of a hint: the header line already says which level it is.
+_LEVEL_PREFIX = re.compile(r"^\s*level\s*\d+\s*:\s*", re.IGNORECASE)
 
 
 class CliError(Exception):
@@ -42,13 +54,62 @@ def _progress(root: Path, impl: str) -> dict[str, dict]:
 def _report_progress(path: Path) -> tuple[dict[str, dict], str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {k["id"]: k for k in data["katas"]}, str(data["impl"])
+        return load_stored_progress({k["id"]: k for k in data["katas"]}), str(data["impl"])
     except FileNotFoundError:
         raise CliError(f"no report at {path}; write one with pytest --katas-report={path}") \
             from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CliError(f"{path} is not a vllm-katas report ({type(exc).__name__}: {exc})") \
             from None
+
+
+def _displayable(stored: dict[str, dict]) -> dict[str, dict]:
+    """The entries with a field of the wrong type (a hand-edited cache or report) shown without
+    that field; ``load_stored_progress`` has already checked the status and the counts."""
+    clean = {}
+    for kata_id, entry in stored.items():
+        entry = dict(entry)
+        if not isinstance(entry.get("reason", ""), str):
+            entry["reason"] = ""
+        for key in ("speed", "counts"):
+            if not isinstance(entry.get(key), (dict, type(None))):
+                entry[key] = None
+        clean[kata_id] = entry
+    return clean
+
+
+def _decorative(char: str) -> bool:
+    """An icon beside a word that says the same (the status icons of the Markdown table)."""
+    return (unicodedata.category(char) == "So" or "\ufe00" <= char <= "\ufe0f"
+            or char == "\u00b7")
+
+
+def _for_stdout(text: str) -> str:
+    """``text`` as stdout's encoding can show it: where it cannot (an ASCII locale), icons are
+    dropped with the space after them ("passed", not "? passed"); any other character it cannot
+    encode becomes "?"."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except LookupError:
+        return text
+    except UnicodeEncodeError:
+        pass
+    out: list[str] = []
+    dropped = False
+    for char in text:
+        try:
+            char.encode(encoding)
+        except UnicodeEncodeError:
+            if _decorative(char):
+                dropped = True
+                continue
+            char = "?"
+        if not (dropped and char == " "):
+            out.append(char)
+        dropped = False
+    return "".join(out)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -63,15 +124,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         stored, impl = _report_progress(Path(args.report))
     else:
         stored, impl = _progress(root, args.impl), args.impl
-    rows = stored_rows(root, stored, phase)
+    rows = stored_rows(root, _displayable(stored), phase)
     if phase and not rows:
         raise CliError(f"no katas in {phase}")
     if args.markdown:
-        print("\n".join(render_markdown(rows, impl)))
+        print(_for_stdout("\n".join(render_markdown(rows, impl))))
         return 0
     if not stored:
         print(f"No results yet for impl={impl}. Run: pytest --impl={impl} katas")
-    print("\n".join(render_table(rows)))
+    print(_for_stdout("\n".join(render_table(rows))))
     return 0
 
 
@@ -81,7 +142,7 @@ def cmd_hint(args: argparse.Namespace) -> int:
     if not 1 <= args.level <= levels:
         raise CliError(f"{kata.id} has {levels} hint level(s); choose --level 1 to {levels}")
     print(f"{kata.id} ({kata.lab} {kata.title}) - hint {args.level} of {levels}:")
-    print(f"  {kata.hints[args.level - 1]}")
+    print(f"  {_LEVEL_PREFIX.sub('', kata.hints[args.level - 1], count=1)}")
     if args.level < levels:
         print(f"More: katas hint {kata.slug} --level {args.level + 1}")
     return 0
@@ -127,6 +188,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return status
 
 
+def _source_lines(path: Path, root: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as exc:
+        where = path.relative_to(root) if path.is_relative_to(root) else path
+        raise CliError(f"cannot read {where} ({type(exc).__name__})") from None
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     root = _root()
     kata = resolve(root, args.kata)
@@ -138,8 +207,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if course.changed_since_verdict(kata, entry):
         raise CliError(f"{kata.stub_path.relative_to(root)} changed after it passed; run "
                        f"pytest --impl=mine katas/{kata.id} again first")
-    mine = kata.stub_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    reference = kata.reference_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    mine = _source_lines(kata.stub_path, root)
+    reference = _source_lines(kata.reference_path, root)
     diff = difflib.unified_diff(mine, reference,
                                 fromfile=f"{kata.stub_path.relative_to(root)} (yours)",
                                 tofile=f"{kata.reference_path.relative_to(root)} (reference)")
@@ -150,7 +219,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_next(args: argparse.Namespace) -> int:
     root = _root()
-    katas = discover(root)
+    katas = discover(root, skip_invalid=True)
     target = course.next_unfinished(katas, _progress(root, "mine"))
     if target is None:
         print("every kata passes (or is skipped on this machine). Well done.")
@@ -164,6 +233,18 @@ def cmd_next(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_check(args: argparse.Namespace) -> int:
+    from .catalog import discover
+    from .devcheck import check
+
+    root = _root()
+    katas = [resolve(root, name) for name in args.kata] or discover(root, skip_invalid=True)
+    lines, status = check(root, katas, reference=not args.no_reference,
+                          pytest_args=args.pytest_args)
+    print("\n".join(lines))
+    return status
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     try:
         from .live import models
@@ -174,7 +255,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="katas", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
 
     status = sub.add_parser("status", help="the progress table from the last run")
     status.add_argument("phase", nargs="?", help="only this phase (e.g. 2 or phase02)")
@@ -214,21 +295,92 @@ def build_parser() -> argparse.ArgumentParser:
     nxt = sub.add_parser("next", help="the next unfinished kata in course order")
     nxt.set_defaults(func=cmd_next)
 
+    dev = sub.add_parser("dev", help="for kata authors")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    dev_check = dev_sub.add_parser(
+        "check", help="prove each kata's grader: the shipped stub is all todo, the reference "
+        "passes, every wrong solution in wrong.toml is caught by the test it names")
+    dev_check.add_argument("kata", nargs="*", help="slug or phaseNN/slug (default: every kata)")
+    dev_check.add_argument("--no-reference", action="store_true",
+                           help="skip the reference run (the README's pytest already does it)")
+    dev_check.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[],
+                           help="passed on to each pytest run, e.g. --pytest-args -m 'not live'")
+    dev_check.set_defaults(func=cmd_dev_check)
+
     models = sub.add_parser("models", help="local checkpoints for the live katas",
                             add_help=False)
     models.add_argument("rest", nargs=argparse.REMAINDER)
     models.set_defaults(func=cmd_models)
+    parser.set_defaults(commands=tuple(sub.choices))  # for the "choose a command" line
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(argv: list[str]) -> int:
+    if argv[:1] == ["models"]:
+        # Everything after `models` is the live models CLI's own, `--help` included (argparse's
+        # REMAINDER would not take an option as its first word).
+        return cmd_models(argparse.Namespace(rest=argv[1:]))
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        raise CliError(f"choose a command: {', '.join(args.commands)} "
+                       "(`katas -h` says what each does)")
+    return args.func(args)
+
+
+@contextlib.contextmanager
+def _unencodable_replaced() -> Iterator[None]:
+    """Characters stdout's encoding cannot show print as "?" instead of raising (a hint, a diff
+    or a failure reason under an ASCII locale); the stream is put back as it was afterwards."""
+    stream = sys.stdout
+    if getattr(stream, "errors", None) != "strict" or not hasattr(stream, "reconfigure"):
+        yield
+        return
     try:
-        return args.func(args)
-    except (CliError, KataError) as exc:
-        print(f"katas: {exc}", file=sys.stderr)
-        return 2
+        stream.reconfigure(errors="replace")
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            stream.reconfigure(errors="strict")
+
+
+def _stdout_to_devnull() -> None:
+    """After the reader of our stdout went away: send what is still buffered to /dev/null, so
+    the interpreter's final flush does not raise BrokenPipeError a second time."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``katas`` command; return its exit status.
+
+    A closed pipe (``katas status | head``) is exit status 0, silently: the reader chose to stop
+    reading, which is not a failure of ours. Dying of SIGPIPE (status 141, what ``cat`` does)
+    would fail ``katas status --markdown | head`` in any shell with ``set -o pipefail``, which is
+    how GitHub Actions runs ``bash`` steps.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        with _unencodable_replaced():
+            try:
+                return _run(argv)
+            except (CliError, KataError) as exc:
+                print(f"katas: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 0
+    except KeyboardInterrupt:  # Ctrl-C, e.g. to stop `katas watch`: the usual status, no trace
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .catalog import Kata
-from .progress import CACHE_KEY, load_stored_progress
+from .progress import CACHE_KEY, RUNNING_KEY, crash_entry, load_stored_progress
 
 # Verdicts after which a kata needs nothing more from the learner on this machine.
-DONE = ("passed", "skipped")
+DONE = ("passed", "blocked", "skipped")
 
 
 class ProgressCacheError(Exception):
@@ -33,10 +33,10 @@ def progress_file(root: Path, impl: str) -> Path:
 def stored_progress(root: Path, impl: str) -> dict[str, dict]:
     """The per-kata verdicts of the last runs with ``impl``; empty when nothing has run yet."""
     path = progress_file(root, impl)
-    if not path.exists():
-        return {}
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raw = {}
     except (OSError, ValueError) as exc:
         raise ProgressCacheError(
             f"the stored progress {path.relative_to(root)} is unreadable ({type(exc).__name__}); "
@@ -47,7 +47,16 @@ def stored_progress(root: Path, impl: str) -> dict[str, dict]:
             f"the stored progress {path.relative_to(root)} is not a JSON object; it was left as "
             f"is: re-run `pytest --impl={impl} katas` to rewrite it"
         )
-    return load_stored_progress(raw)
+    progress = load_stored_progress(raw)
+    # A run that died (os._exit(), a crash) left a marker naming the test it was in.
+    try:
+        running = json.loads((root / ".pytest_cache" / "v" / RUNNING_KEY).read_text("utf-8"))
+    except (OSError, ValueError):
+        running = None
+    crashed = crash_entry(running, impl)
+    if crashed is not None:
+        progress[crashed[0]] = {**progress.get(crashed[0], {}), **crashed[1]}
+    return progress
 
 
 def forget(root: Path, impl: str, kata_id: str) -> bool:
@@ -86,11 +95,10 @@ def kata_of_change(katas: Iterable[Kata], changed: Iterable[Path]) -> Kata | Non
 
 
 def changed_since_verdict(kata: Kata, entry: Mapping[str, object]) -> bool:
-    """True when the learner's file was modified after the stored verdict was recorded."""
-    updated = entry.get("updated")
-    if not isinstance(updated, (int, float)) or not kata.stub_path.exists():
-        return False
-    return kata.stub_path.stat().st_mtime > float(updated) + 1e-3
+    """True when the kata's files are not the ones the stored verdict was computed on (their
+    digest differs; a verdict without a digest cannot vouch for any file)."""
+    recorded = entry.get("source_hash")
+    return not isinstance(recorded, str) or recorded != kata.source_hash("mine")
 
 
 def describe_age(entry: Mapping[str, object]) -> str:

@@ -3,20 +3,31 @@
 A kata test never imports its stub or its reference: it asks for ``impl`` and gets the module
 chosen on the command line (or by ``KATAS_IMPL``), resolved from the test file's location. One
 test file therefore grades both, and a learner's broken module cannot break any other kata.
+
+Importing the learner's module is guarded: whatever its top level does (raise, ``sys.exit()``,
+loop forever, import the reference solution), the kata gets one line naming the file, and every
+other kata carries on.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 
 import pytest
 
-from .catalog import IMPLS, Kata, kata_for_path
+from .catalog import IMPLS, OPTION_GROUP, Kata, kata_for_path, relative_path
+from .timeout import KataTimeout, limit_seconds, time_limit
+from .variants import compile_module, variant_module_name, variant_source
 
 IMPL_KEY = pytest.StashKey[str]()
 ENV_VAR = "KATAS_IMPL"
@@ -27,7 +38,7 @@ class KataImportError(Exception):
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("vllm-katas", "vllm-katas: graded exercises on vLLM's internals")
+    group = parser.getgroup(*OPTION_GROUP)
     group.addoption(
         "--impl",
         choices=IMPLS,
@@ -61,41 +72,111 @@ def _where(exc: BaseException, module_file: Path) -> str:
     """file:line of the learner's mistake: the SyntaxError's position, or the deepest frame
     inside the module (falling back to the deepest frame anywhere)."""
     if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{_relative(Path(exc.filename))}:{exc.lineno}"
+        return f"{relative_path(Path(exc.filename))}:{exc.lineno}"
     frames = traceback.extract_tb(exc.__traceback__)
     inside = [f for f in frames if Path(f.filename).resolve() == module_file.resolve()]
     frame = (inside or frames or [None])[-1]
     if frame is None:
-        return _relative(module_file)
-    return f"{_relative(Path(frame.filename))}:{frame.lineno}"
+        return relative_path(module_file)
+    return f"{relative_path(Path(frame.filename))}:{frame.lineno}"
 
 
-def _relative(path: Path) -> str:
+def reference_use(kata: Kata) -> str | None:
+    """file:line where the learner's files import the reference solution or name a file under
+    ``reference/``, else None. A static look: it prevents accidents, not determined cheating."""
+    for path in sorted(kata.folder.glob("*.py")):
+        if path.name.startswith("test_"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, ValueError, OSError):
+            continue  # the import itself reports it
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]
+            if any(n == "reference" or n.startswith(("reference.", "reference/"))
+                   or "/reference/" in n for n in names):
+                return f"{relative_path(path)}:{node.lineno}"
+    return None
+
+
+@contextmanager
+def _own_interrupts() -> Iterator[list[bool]]:
+    """Tell the run's own Ctrl-C apart from a ``KeyboardInterrupt`` a module raises itself."""
+    pressed: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        pressed.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def load_impl(kata: Kata, impl: str) -> ModuleType:
-    """Import ``impl``'s module for ``kata``, turning any import-time failure into one line."""
-    name = kata.module_name(impl)
+def _import(kata: Kata, impl: str, variant: str | None) -> ModuleType:
+    if variant is None:
+        return importlib.import_module(kata.module_name(impl))
+    filename, source = variant_source(kata, variant)
+    return compile_module(variant_module_name(kata, variant), filename, source)
+
+
+def load_impl(kata: Kata, impl: str, *, variant: str | None = None,
+              config: pytest.Config | None = None) -> ModuleType:
+    """Import ``impl``'s module for ``kata`` (or a ``variant``, see :mod:`.variants`), turning
+    any import-time failure into one line."""
+    name = variant_module_name(kata, variant) if variant else kata.module_name(impl)
     if name in _import_failures:
         raise _import_failures[name]
     if name in sys.modules:
         return sys.modules[name]
+    shown = relative_path(kata.module_path(impl)) if variant is None else f"{kata.id} [{variant}]"
+    if impl == "mine" and variant is None:
+        where = reference_use(kata)
+        if where is not None:
+            _import_failures[name] = KataImportError(
+                f"your code imports the reference solution ({where}); the tests compare with it "
+                f"for you: remove that import and write your own")
+            raise _import_failures[name]
+    seconds = limit_seconds(config) if config is not None else 0
     try:
-        return importlib.import_module(name)
-    except Exception as exc:  # SyntaxError, ImportError, anything the module's top level raises
+        with _own_interrupts() as pressed, time_limit(seconds, "at import: a loop at the "
+                                                      "module's top level?"):
+            return _import(kata, impl, variant)
+    except KeyboardInterrupt:
+        if pressed:
+            raise  # the learner pressed Ctrl-C: stop the run as pytest always does
+        failure = _import_failure(shown, KeyboardInterrupt(), kata, impl)
+    except KataTimeout as exc:
+        failure = KataImportError(f"cannot import {shown}: {exc}")
+    except BaseException as exc:  # SyntaxError, ImportError, SystemExit, anything at top level
+        failure = _import_failure(shown, exc, kata, impl)
+    sys.modules.pop(name, None)
+    _import_failures[name] = failure
+    raise failure from None
+
+
+def _import_failure(shown: str, exc: BaseException, kata: Kata, impl: str) -> KataImportError:
+    if isinstance(exc, SyntaxError):
+        detail = exc.msg
+    elif isinstance(exc, SystemExit):
+        detail = f"the module called sys.exit({exc.code!r}) while being imported"
+    elif isinstance(exc, KeyboardInterrupt):
+        detail = "the module raised KeyboardInterrupt while being imported"
+    else:
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        if isinstance(exc, SyntaxError):
-            detail = exc.msg
-        failure = KataImportError(
-            f"cannot import {_relative(kata.module_path(impl))}: "
-            f"{type(exc).__name__}: {detail} ({_where(exc, kata.module_path(impl))})"
-        )
-        _import_failures[name] = failure
-        raise failure from None
+    return KataImportError(f"cannot import {shown}: {type(exc).__name__}: {detail} "
+                           f"({_where(exc, kata.module_path(impl))})")
 
 
 @pytest.fixture
@@ -110,12 +191,14 @@ def kata(request: pytest.FixtureRequest) -> Kata:
 
 
 @pytest.fixture
-def impl(request: pytest.FixtureRequest, kata: Kata) -> ModuleType:
-    """The module under test: your stub with ``--impl=mine``, else the reference solution."""
-    return load_impl(kata, selected_impl(request.config))
+def impl(request: pytest.FixtureRequest, kata: Kata, katas_variant: str | None) -> ModuleType:
+    """The module under test: your stub with ``--impl=mine``, else the reference solution (or,
+    for kata authors, a ``--katas-check`` variant)."""
+    return load_impl(kata, selected_impl(request.config), variant=katas_variant,
+                     config=request.config)
 
 
 @pytest.fixture
-def reference_impl(kata: Kata) -> ModuleType:
+def reference_impl(request: pytest.FixtureRequest, kata: Kata) -> ModuleType:
     """The reference module, for tests that compare the implementation under test against it."""
-    return load_impl(kata, "reference")
+    return load_impl(kata, "reference", config=request.config)

@@ -14,6 +14,7 @@ Attribute names read (the mini_vllm / upstream vLLM names):
 * block: ``block_id``, ``ref_cnt``, ``block_hash``, ``is_null``; ``prev_free``/``next_free`` when
   present.
 * scheduler output: ``num_scheduled_tokens`` (dict id -> n) and ``scheduled_requests`` (rows).
+* request: ``request_id``, ``num_computed_tokens``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "assert_same_outputs",
     "check_block_pool",
     "check_block_tables",
+    "check_kv_covers_schedule",
     "check_scheduler_step",
 ]
 
@@ -130,6 +132,40 @@ def check_block_tables(pool: Any, block_tables: Mapping[str, Sequence[Any]]) -> 
     for block in getattr(pool, "blocks", ()):
         if id(block) not in holders and not getattr(block, "is_null", False) and block.ref_cnt:
             _fail(f"block {block.block_id} has ref_cnt {block.ref_cnt} but no request holds it")
+
+
+def check_kv_covers_schedule(
+    output: Any, block_tables: Mapping[str, Sequence[Any]], block_size: int
+) -> None:
+    """Raise unless every scheduled request has KV slots for the tokens it computes this step.
+
+    Call it between ``schedule()`` and the step's ``update_from_output`` (while
+    ``num_computed_tokens`` still counts the tokens computed *before* this step). A request
+    scheduled for ``n`` tokens writes K/V for positions up to ``num_computed_tokens + n``, so its
+    block table (``block_tables[request_id]``, e.g. ``KVCacheManager.req_to_blocks``) must hold
+    at least ``ceil((num_computed_tokens + n) / block_size)`` blocks. A scheduler that forgets
+    ``allocate_slots`` for a request computes into memory it never reserved; a toy model that
+    never reads its KV would not notice, so this checks the reservation itself.
+    """
+    if block_size < 1:
+        _fail(f"block_size must be >= 1, got {block_size}")
+    counts: Mapping[str, int] = output.num_scheduled_tokens
+    for request in getattr(output, "scheduled_requests", ()):
+        rid = request.request_id
+        n = counts.get(rid)
+        if n is None:
+            continue  # a rows/counts mismatch is check_scheduler_step's to report
+        needed_tokens = request.num_computed_tokens + n
+        needed_blocks = -(-needed_tokens // block_size)
+        held = len(block_tables.get(rid, ()))
+        if held < needed_blocks:
+            _fail(
+                f"request {rid} is scheduled for {n} tokens on top of num_computed_tokens="
+                f"{request.num_computed_tokens}, so its KV must hold {needed_tokens} tokens "
+                f"({needed_blocks} blocks of {block_size}), but its block table has {held} "
+                f"block(s) ({held * block_size} slots): the scheduler computes tokens it never "
+                "reserved KV slots for (a missing kv.allocate / allocate_slots call)"
+            )
 
 
 def check_scheduler_step(

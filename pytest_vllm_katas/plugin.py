@@ -6,11 +6,14 @@ registers them all. Nothing here imports torch, triton or vllm.
 
 from __future__ import annotations
 
+# Ordered so that each module is registered before any later one imports it (pytest can only
+# rewrite the asserts of a plugin module it imports itself).
 pytest_plugins = [
-    "pytest_vllm_katas.impl",
-    "pytest_vllm_katas.tiers",
     "pytest_vllm_katas.timeout",
+    "pytest_vllm_katas.variants",
+    "pytest_vllm_katas.impl",
     "pytest_vllm_katas.outcomes",
+    "pytest_vllm_katas.tiers",
     "pytest_vllm_katas.progress",
     "pytest_vllm_katas.header",
     "pytest_vllm_katas.bench",

@@ -18,26 +18,59 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from .catalog import PHASE_TITLES, Kata, KataError, discover, kata_for_path
+from .catalog import (
+    OPTION_GROUP,
+    PHASE_TITLES,
+    Kata,
+    KataError,
+    broken_katas,
+    discover,
+    kata_for_path,
+)
 from .hardware import cuda_present, versions
 from .impl import selected_impl
-from .outcomes import IMPORT_ERROR, TODO, learner_outcome
+from .outcomes import IMPORT_ERROR, PROBLEM, TODO, learner_outcome
 
 CACHE_KEY = "katas/progress"
+RUNNING_KEY = "katas/running"  # the test a plain run is in; left behind only by a hard exit
 SPEED_PROPERTY = "katas_speed"  # user property set by bench.kata_bench: ratio, medians, budget
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
-# Kata verdicts, from worst to best: the first that applies wins.
-STATUSES = ("error", "failing", "todo", "passed", "skipped", "not run")
+# Kata verdicts, from worst to best: the first that applies wins. "partial": some of the kata's
+# tests have not run against this code (a -k, -x, a node id, Ctrl-C); it is never "passed".
+# "blocked": every test was skipped for want of a GPU, a package or a model.
+STATUSES = ("error", "failing", "todo", "partial", "passed", "blocked", "skipped", "not run")
+# Test outcomes, from best to worst across setup/call/teardown. A test is "passed" only when its
+# call passed; one interrupted or never reached stays "not run".
+OUTCOMES = ("not run", "passed", "skipped", "todo", "failed", "error")
+
+# A skip for a missing GPU, package or model is "blocked": the kata cannot be finished here.
+_BLOCKED = (("needs a GPU", ("gpu", "cuda")),
+            ("needs a package", ("not installed", "pip install")),
+            ("needs a model", ("katas models fetch",)))
+
+
+def blocked_reason(skip_message: str) -> str | None:
+    """``needs a GPU`` / ``needs a package`` / ``needs a model`` for a skip that says so."""
+    lowered = skip_message.lower()
+    for label, words in _BLOCKED:
+        if any(word in lowered for word in words):
+            return label
+    return None
 
 
 @dataclass
 class TestResult:
     nodeid: str
-    outcome: str = "passed"  # passed | failed | todo | error | skipped
+    outcome: str = "not run"  # one of OUTCOMES
     message: str = ""
     duration: float = 0.0
     speed: dict[str, Any] | None = None  # from kata_bench: ratio, medians, budget
+    carried: bool = False  # taken from an earlier run of the same source, not run now
+
+    @property
+    def blocked(self) -> str | None:
+        return blocked_reason(self.message) if self.outcome == "skipped" else None
 
 
 class Row(NamedTuple):
@@ -50,16 +83,23 @@ class Row(NamedTuple):
     reason: str
     speed_ratio: float | None = None
     speed_budget: float | None = None
+    blocked: int = 0
 
 
 @dataclass
 class KataProgress:
     kata: Kata
+    impl: str = "reference"
     tests: dict[str, TestResult] = field(default_factory=dict)
     collection_error: str | None = None
+    source_hash: str | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests.values() if t.outcome == outcome)
+
+    @property
+    def blocked(self) -> int:
+        return sum(1 for t in self.tests.values() if t.blocked)
 
     @property
     def status(self) -> str:
@@ -69,17 +109,27 @@ class KataProgress:
             return "failing"
         if self.count("todo"):
             return "todo"
+        if self.count("not run"):
+            return "partial" if self.count("not run") < len(self.tests) else "not run"
         if self.count("passed"):
             return "passed"
-        return "skipped" if self.tests else "not run"
+        if not self.tests:
+            return "not run"
+        return "blocked" if self.blocked else "skipped"
 
     @property
     def reason(self) -> str:
-        """The one line that explains the status (first todo, failure, error or skip)."""
+        """The one line that explains the status (first error, failure, todo or skip)."""
         if self.collection_error:
             return self.collection_error
-        wanted = {"error": "error", "failing": "failed", "todo": "todo", "skipped": "skipped"}
-        outcome = wanted.get(self.status)
+        status = self.status
+        if status in ("partial", "not run") and self.tests:
+            missing = self.count("not run")
+            return (f"{missing} of {len(self.tests)} tests not run on this code yet: run the "
+                    f"whole kata (pytest --impl={self.impl} katas/{self.kata.id})")
+        wanted = {"error": "error", "failing": "failed", "todo": "todo", "skipped": "skipped",
+                  "blocked": "skipped"}
+        outcome = wanted.get(status)
         for test in self.tests.values():
             if test.outcome == outcome:
                 return test.message
@@ -87,16 +137,45 @@ class KataProgress:
 
     @property
     def speed(self) -> dict[str, Any] | None:
-        """The slowest speed test of the kata (largest ratio to the reference), if any."""
+        """The slowest speed test of the kata (largest ratio to the reference), if any; only
+        for a kata whose every test passed (a fast wrong answer is not fast)."""
+        if self.status != "passed":
+            return None
         timed = [t.speed for t in self.tests.values() if t.speed]
         return max(timed, key=lambda s: s["ratio"]) if timed else None
 
     def row(self) -> Row:
         speed = self.speed or {}
         return Row(self.kata, self.status, self.count("passed"), len(self.tests), self.reason,
-                   speed.get("ratio"), self.kata.speed_budget)
+                   speed.get("ratio"), self.kata.speed_budget, self.blocked)
 
-    def as_json(self, impl: str) -> dict:
+    def merge(self, full_ids: Iterable[str] | None, stored: dict | None) -> None:
+        """Complete this run's results into the kata's verdict: every test of the kata counts
+        (``full_ids``); one not run now keeps its outcome from an earlier run of the same source
+        (``stored``, matched by :meth:`Kata.source_hash`), else it is "not run"."""
+        for nodeid in full_ids or ():
+            self.tests.setdefault(nodeid, TestResult(nodeid))
+        if not stored or stored.get("source_hash") != self.source_hash:
+            return
+        earlier = stored.get("tests")
+        if not isinstance(earlier, dict):
+            return
+        for nodeid, test in self.tests.items():
+            found = earlier.get(nodeid)
+            if (test.outcome == "not run" and isinstance(found, list) and len(found) == 2
+                    and found[0] in OUTCOMES):
+                test.outcome, test.message, test.carried = str(found[0]), str(found[1]), True
+
+    def stored(self) -> dict[str, Any]:
+        """What the cache keeps for ``katas status`` and the next run's merge."""
+        speed = self.speed or {}
+        return {"status": self.status, "reason": self.reason, "passed": self.count("passed"),
+                "total": len(self.tests), "blocked": self.blocked, "updated": time.time(),
+                "speed_ratio": speed.get("ratio"), "speed_budget": self.kata.speed_budget,
+                "source_hash": self.source_hash,
+                "tests": {t.nodeid: [t.outcome, t.message] for t in self.tests.values()}}
+
+    def as_json(self) -> dict:
         return {
             "id": self.kata.id,
             "phase": self.kata.phase,
@@ -104,32 +183,41 @@ class KataProgress:
             "lab": self.kata.lab,
             "title": self.kata.title,
             "tier": self.kata.tier,
-            "impl": impl,
+            "impl": self.impl,
             "status": self.status,
             "reason": self.reason,
             "passed": self.count("passed"),
             "total": len(self.tests),
-            "counts": {o: self.count(o) for o in ("passed", "failed", "todo", "error", "skipped")},
+            "counts": {o: self.count(o) for o in OUTCOMES} | {"blocked": self.blocked},
             "skip_reasons": sorted({t.message for t in self.tests.values()
                                     if t.outcome == "skipped"}),
             "duration_s": round(sum(t.duration for t in self.tests.values()), 6),
+            "source_hash": self.source_hash,
             "speed": self.speed,
             "speed_budget": self.kata.speed_budget,
             "tests": [
                 {"nodeid": t.nodeid, "outcome": t.outcome, "message": t.message,
-                 "duration_s": round(t.duration, 6), "speed": t.speed}
+                 "duration_s": round(t.duration, 6), "speed": t.speed, "carried": t.carried}
                 for t in self.tests.values()
             ],
         }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("vllm-katas")
+    group = parser.getgroup(*OPTION_GROUP)
     group.addoption(
         "--katas-report",
         metavar="PATH",
         default=None,
-        help="write per-kata results as JSON to PATH (schema in the README)",
+        help="write per-kata results to PATH (JSON, schema in the README; see "
+        "--katas-report-format)",
+    )
+    group.addoption(
+        "--katas-report-format",
+        choices=("json", "gradescope"),
+        default="json",
+        help="json: vllm-katas' own report (default); gradescope: Gradescope's results.json "
+        "(one score per kata)",
     )
 
 
@@ -149,6 +237,26 @@ def _one_line(longrepr: object) -> str:
     return lines[0].strip() if lines else ""
 
 
+def _full_test_ids(session: pytest.Session, path: Path) -> list[str] | None:
+    """Every test id of one kata test module, whatever this run selected (-k, a node id,
+    --lf...), by collecting the module again; None when it cannot be collected."""
+    from _pytest.outcomes import OutcomeException
+
+    try:
+        stack: list[pytest.Item | pytest.Collector] = [
+            pytest.Module.from_parent(session, path=path)]
+        ids = []
+        while stack:
+            node = stack.pop()
+            if isinstance(node, pytest.Item):
+                ids.append(node.nodeid)
+            else:
+                stack.extend(node.collect())
+        return ids
+    except (Exception, OutcomeException):
+        return None
+
+
 class ProgressReporter:
     """Collects verdicts on the controller, prints the table and stores it."""
 
@@ -156,6 +264,17 @@ class ProgressReporter:
         self.config = config
         self.katas: dict[str, KataProgress] = {}
         self.started = time.time()
+        self.crash_note: str | None = None
+        from .variants import selected_check
+
+        # An authors' check grades variants, not the learner's code: it must not touch the
+        # learner's stored progress.
+        self.store = selected_check(config) is None and getattr(config, "cache", None) is not None
+        self.serial = getattr(config.option, "dist", "no") == "no"
+
+    @property
+    def impl(self) -> str:
+        return selected_impl(self.config)  # decided in a pytest_configure that may run later
 
     # -- collecting ------------------------------------------------------------------------
 
@@ -165,17 +284,30 @@ class ProgressReporter:
             path = Path(self.config.rootpath) / path
         try:
             kata = kata_for_path(path)
-        except KataError:
-            return None
+        except KataError as exc:
+            folder = next(p for p in (path, *path.parents) if p.parent.parent.name == "katas")
+            kata = Kata.placeholder(folder)
+            progress = self.katas.setdefault(kata.id, KataProgress(kata, self.impl))
+            progress.collection_error = str(exc)
+            return progress
         if kata is None:
             return None
-        return self.katas.setdefault(kata.id, KataProgress(kata))
+        if kata.id not in self.katas:
+            self.katas[kata.id] = KataProgress(kata, self.impl,
+                                               source_hash=kata.source_hash(self.impl))
+        return self.katas[kata.id]
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed and report.fspath:
             progress = self._progress_for(report.fspath)
             if progress is not None:
                 progress.collection_error = _one_line(report.longrepr)
+
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple) -> None:
+        # Left behind only if the process dies without finishing the session (os._exit(),
+        # a hard crash): the next run and `katas status` then say which test it was.
+        if self.store and self.serial:
+            self.config.cache.set(RUNNING_KEY, {"nodeid": nodeid, "impl": self.impl})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         progress = self._progress_for(report.fspath)
@@ -184,58 +316,131 @@ class ProgressReporter:
         result = progress.tests.setdefault(report.nodeid, TestResult(report.nodeid))
         result.duration += report.duration
         result.speed = speed_of(report) or result.speed
-        if report.passed:
-            return
         special = learner_outcome(report)
-        if report.skipped:
+        if report.passed:
+            if report.when != "call":
+                return
+            outcome = "passed"
+        elif report.skipped:
             outcome = "skipped"
         elif special == TODO:
             outcome = "todo"
-        elif special == IMPORT_ERROR or report.when != "call":
+        elif special in (IMPORT_ERROR, PROBLEM) or report.when != "call":
             outcome = "error"
         else:
             outcome = "failed"
         # Keep the worst outcome a test had across setup/call/teardown.
-        rank = ("passed", "skipped", "todo", "failed", "error")
-        if rank.index(outcome) >= rank.index(result.outcome):
-            result.outcome, result.message = outcome, _one_line(report.longrepr)
+        if OUTCOMES.index(outcome) >= OUTCOMES.index(result.outcome):
+            result.outcome = outcome
+            result.message = _one_line(report.longrepr) if outcome != "passed" else ""
+
+    # -- finishing -------------------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.store:
+            return
+        running = self.config.cache.get(RUNNING_KEY, None)
+        if isinstance(running, dict) and isinstance(running.get("nodeid"), str):
+            self.crash_note = record_crash(self.config.cache, running)
+            self.config.cache.set(RUNNING_KEY, {})
+
+    def _katas_in_scope(self) -> list[Kata]:
+        """Katas under the paths this run was given whose test file is missing: they get an
+        error row instead of vanishing from the table."""
+        root = Path(self.config.rootpath)
+        here = Path(self.config.invocation_params.dir)
+        args = [(here / a.split("::")[0]).resolve() for a in self.config.args] or [root]
+        missing = []
+        for kata in discover(root, skip_invalid=True):
+            folder = kata.folder.resolve()
+            if kata.id in self.katas or kata.test_path.exists():
+                continue
+            if any(a == folder or a in folder.parents for a in args):
+                missing.append(kata)
+        return missing
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for kata in self._katas_in_scope():
+            self.katas[kata.id] = KataProgress(
+                kata, self.impl, collection_error=f"no tests: {kata.test_path.name} is missing "
+                f"(restore it with git checkout -- katas/{kata.id}/{kata.test_path.name})")
+        if (session.exitstatus == pytest.ExitCode.OK
+                and any(p.collection_error for p in self.katas.values())):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a kata that cannot run is red
+        stored = (load_stored_progress(self.config.cache.get(f"{CACHE_KEY}/{self.impl}", None))
+                  if self.store else {})
+        for progress in self.katas.values():
+            if progress.source_hash is not None:  # a readable kata: complete its verdict
+                full = _full_test_ids(session, progress.kata.test_path)
+                progress.merge(full, stored.get(progress.kata.id))
+        if self.store:
+            stored.update({kid: p.stored() for kid, p in self.katas.items()})
+            self.config.cache.set(f"{CACHE_KEY}/{self.impl}", stored)
+            self.config.cache.set(RUNNING_KEY, {})
+        path = self.config.getoption("--katas-report")
+        if path:
+            results = [p.as_json() for p in self.katas.values()]
+            if self.config.getoption("--katas-report-format") == "gradescope":
+                from .gradescope import write_gradescope
+
+                write_gradescope(Path(path), self.impl, results, time.time() - self.started)
+            else:
+                write_report(Path(path), self.impl, results, time.time() - self.started,
+                             speed_enforced=bool(self.config.getoption("--katas-speed", False)))
 
     # -- reporting -------------------------------------------------------------------------
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.katas:
-            return
-        impl = selected_impl(self.config)
+    @pytest.hookimpl(wrapper=True)
+    def pytest_terminal_summary(self, terminalreporter):
+        # A wrapper, so that the table comes after every other summary (pytest-benchmark's
+        # tables included): the learner's last screen is their progress.
+        result = yield
         tr = terminalreporter
+        if self.crash_note:
+            tr.write_sep("-", "the previous run did not finish")
+            tr.write_line(self.crash_note)
+        if not self.katas:
+            return result
         ordered = sorted(self.katas.values(),
                          key=lambda p: (p.kata.phase, p.kata.order, p.kata.slug))
-        todo = [p for p in ordered if p.status in ("todo", "error")]
+        todo = [p for p in ordered if p.status in ("todo", "error", "partial")]
         if todo:
             tr.write_sep("-", "what to do next")
             for p in todo:
                 tr.write_line(f"{p.kata.id}: {p.reason}")
-        tr.write_sep("=", f"vllm-katas progress (impl: {impl})")
+        tr.write_sep("=", f"vllm-katas progress (impl: {self.impl})")
         for line in render_table([p.row() for p in ordered]):
             tr.write_line(line)
+        return result
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.katas:
-            return
-        impl = selected_impl(self.config)
-        results = {p.kata.id: p.as_json(impl) for p in self.katas.values()}
-        if getattr(self.config, "cache", None) is not None:  # absent with -p no:cacheprovider
-            stored = load_stored_progress(self.config.cache.get(f"{CACHE_KEY}/{impl}", None))
-            stored.update({kid: {k: r[k] for k in ("status", "reason", "passed", "total")}
-                           | {"updated": time.time(),
-                              "speed_ratio": (r["speed"] or {}).get("ratio"),
-                              "speed_budget": r["speed_budget"]}
-                           for kid, r in results.items()})
-            self.config.cache.set(f"{CACHE_KEY}/{impl}", stored)
-        path = self.config.getoption("--katas-report")
-        if path:
-            write_report(Path(path), impl, results.values(), time.time() - self.started,
-                         speed_enforced=bool(self.config.getoption("--katas-speed", False)))
+
+def crash_entry(running: object, impl: str) -> tuple[str, dict] | None:
+    """(kata id, ``error`` entry) for a "running" marker a dead run left behind, if it was a
+    kata test run with ``impl``; the entry's reason says which test was running."""
+    if not isinstance(running, dict) or not isinstance(running.get("nodeid"), str):
+        return None
+    nodeid = running["nodeid"]
+    parts = nodeid.split("::")[0].split("/")
+    if running.get("impl") != impl or len(parts) < 4 or parts[0] != "katas":
+        return None
+    note = (f"crashed: the last run ended abruptly during {nodeid}: the code it ran exited the "
+            f"process (os._exit()?) or crashed, so no verdict was recorded")
+    return f"{parts[1]}/{parts[2]}", {"status": "error", "reason": note, "passed": 0,
+                                      "total": 0, "updated": time.time(), "source_hash": None}
+
+
+def record_crash(cache: Any, running: dict) -> str | None:
+    """Store the ``error`` verdict for the kata a dead run was in; the note to print."""
+    impl = running.get("impl") if isinstance(running, dict) else None
+    found = crash_entry(running, impl) if impl in ("reference", "mine") else None
+    if found is None:
+        return None
+    kata_id, entry = found
+    stored = load_stored_progress(cache.get(f"{CACHE_KEY}/{impl}", None))
+    stored[kata_id] = {**stored.get(kata_id, {}), **entry}
+    cache.set(f"{CACHE_KEY}/{impl}", stored)
+    return f"{kata_id}: {entry['reason']}"
 
 
 def speed_of(report: pytest.TestReport) -> dict[str, Any] | None:
@@ -302,7 +507,9 @@ def render_table(rows: Iterable[tuple]) -> list[str]:
             lines.append(f"{phase}  {PHASE_TITLES.get(phase, '')}".rstrip())
         tests = f"{row.passed}/{row.total}" if row.total else "-"
         notes = [_speed_note(row)]
-        if row.status in ("skipped", "error") and row.reason:
+        if row.blocked and row.status != "blocked":
+            notes.append(f"{row.blocked} blocked")
+        if row.status in ("skipped", "blocked", "error", "failing", "partial") and row.reason:
             notes.append(row.reason)
         note = "".join(f"  {n}" for n in notes if n)
         lines.append(f"  {kata.lab}  {kata.slug:<{width}}  {kata.tier:<7}  {row.status:<8} "
@@ -315,14 +522,18 @@ def _totals(rows: list[Row]) -> str:
     done = sum(1 for r in rows if r.status == "passed")
     passed = sum(r.passed for r in rows)
     total = sum(r.total for r in rows)
-    return f"katas passed: {done}/{len(rows)}   tests passed: {passed}/{total}"
+    blocked = sum(r.blocked for r in rows)
+    line = f"katas passed: {done}/{len(rows)}   tests passed: {passed}/{total}"
+    if blocked:
+        line += f", {blocked} blocked (need a GPU, a package or a model this machine lacks)"
+    return line
 
 
 def render_markdown(rows: Iterable[tuple], impl: str) -> list[str]:
     """The progress table as GitHub-flavoured Markdown (for a CI job summary)."""
     rows = [Row(*r) for r in rows]
-    icon = {"passed": "✅", "failing": "❌", "error": "💥", "todo": "📝", "skipped": "⏭️",
-            "not run": "·"}
+    icon = {"passed": "✅", "failing": "❌", "error": "💥", "todo": "📝", "partial": "◐",
+            "blocked": "🚧", "skipped": "⏭️", "not run": "·"}
     lines = [f"### vllm-katas progress (impl: {impl})", "",
              "| Phase | Lab | Kata | Tier | Status | Tests | Speed | Note |",
              "|---|---|---|---|---|---|---|---|"]
@@ -342,12 +553,17 @@ def stored_rows(root: Path, stored: dict[str, dict], phase: str | None = None) -
     ``stored`` maps kata ids to entries of the cache or to the ``katas[]`` of a JSON report.
     """
     rows = []
-    for kata in discover(root):
+    for kata in discover(root, skip_invalid=True):
         if phase and kata.phase != phase:
             continue
         entry = stored.get(kata.id, {})
         ratio = entry.get("speed_ratio", (entry.get("speed") or {}).get("ratio"))
+        blocked = entry.get("blocked", (entry.get("counts") or {}).get("blocked", 0))
         rows.append(Row(kata, entry.get("status", "not run"), entry.get("passed", 0),
                         entry.get("total", 0), entry.get("reason", ""),
-                        ratio if isinstance(ratio, (int, float)) else None, kata.speed_budget))
-    return rows
+                        ratio if isinstance(ratio, (int, float)) else None, kata.speed_budget,
+                        blocked if isinstance(blocked, int) else 0))
+    # A kata whose kata.toml is broken is one error row; it hides nothing else.
+    rows += [Row(kata, "error", 0, 0, error) for kata, error in broken_katas(root)
+             if not phase or kata.phase == phase]
+    return sorted(rows, key=lambda r: (r.kata.phase, r.kata.order, r.kata.slug))

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from . import triton_fallback
-from .catalog import REQUIREMENTS, TIERS, Kata, KataError, kata_for_path
+from .catalog import REQUIREMENTS, TIERS, Kata, KataError, kata_for_path, readable_kata_for_path
 from .hardware import cuda_present
+from .outcomes import KataProblem
 
 MARKER_HELP = {
     "cpu_ok": "runs anywhere on CPU; the tier of most katas",
@@ -43,7 +44,10 @@ def pytest_make_collect_report(collector: pytest.Collector):
     try:
         kata = kata_for_path(Path(collector.path))
     except KataError as exc:
-        return _collection_error(report, str(exc))
+        # One failing stand-in instead of a collection error, which would stop the whole run.
+        report.result = [KataProblem.from_parent(collector, name="kata.toml",
+                                                 problem=str(exc))]
+        return report
     if kata is None or collector.path.name != kata.test_path.name:
         return report
     tiers = [m.name for m in collector.own_markers if m.name in TIERS]
@@ -96,7 +100,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # test itself, and the reason is computed once per kata.
     reasons: dict[str, str | None] = {}
     for item in items:
-        kata = kata_for_path(Path(item.path))
+        kata = readable_kata_for_path(Path(item.path))
         if kata is None:
             continue
         if kata.id not in reasons:

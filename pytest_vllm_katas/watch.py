@@ -39,7 +39,7 @@ def scope_katas(root: Path, scope: Path) -> list[Kata]:
                          f"(e.g. `katas watch katas/phase00`)")
     if not scope.is_dir():
         raise WatchError(f"{scope} is not a folder")
-    return [k for k in discover(root)
+    return [k for k in discover(root, skip_invalid=True)
             if scope == k.folder.resolve() or scope in k.folder.resolve().parents]
 
 

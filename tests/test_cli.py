@@ -120,16 +120,29 @@ def test_hint_gives_level_1_and_says_how_many_levels(pytester: pytest.Pytester) 
     three_katas(pytester)
     toml = pytester.path / "katas/phase00/beta/kata.toml"
     toml.write_text(toml.read_text().replace(
-        PRISTINE_HINTS, 'hints = ["level 1: nudge", "level 2: approach", "level 3: answer"]'))
+        PRISTINE_HINTS, 'hints = ["nudge", "approach", "answer"]'))
     result = katas(pytester, "hint", "beta")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["phase00/beta (00-02 Demo beta) - hint 1 of 3:",
-                                 "  level 1: nudge", "More: katas hint beta --level 2"])
+                                 "  nudge", "More: katas hint beta --level 2"])
     katas(pytester, "hint", "phase00/beta", "--level", "3").stdout.fnmatch_lines(
-        ["*hint 3 of 3:", "  level 3: answer"])
+        ["*hint 3 of 3:", "  answer"])
     too_far = katas(pytester, "hint", "beta", "--level", "4")
     assert too_far.ret == 2
     too_far.stderr.fnmatch_lines(["katas: phase00/beta has 3 hint level(s); choose --level 1 to 3"])
+
+
+def test_hint_never_says_the_level_twice(pytester: pytest.Pytester) -> None:
+    three_katas(pytester)
+    toml = pytester.path / "katas/phase00/beta/kata.toml"
+    toml.write_text(toml.read_text().replace(
+        PRISTINE_HINTS,
+        'hints = ["level 1: nudge", "LEVEL 2:approach", "Level 3 : the level 3 answer"]'))
+    for level, text in ((1, "nudge"), (2, "approach"), (3, "the level 3 answer")):
+        result = katas(pytester, "hint", "beta", "--level", str(level))
+        assert result.ret == 0
+        assert result.stdout.lines[:2] == [
+            f"phase00/beta (00-02 Demo beta) - hint {level} of 3:", f"  {text}"]
 
 
 # -- reset -------------------------------------------------------------------------------------

@@ -1,23 +1,21 @@
 """The kata contract (CONTRIBUTING.md), checked for every kata in the repository.
 
-The two authoring guarantees are proven by running the kata suite itself, once per
-implementation, in a subprocess: the reference passes every test, and the pristine stub fails
-every test with NotImplementedError only (reported as "todo"). Run this on a clean checkout:
-a stub you have started filling in is, by design, no longer pristine.
+The authoring guarantees: the reference passes every test (the README's `pytest` grades it), and
+the stub as shipped fails every test with NotImplementedError only (reported as "todo"), proven
+by running the kata suite on the pristine store in a subprocess, so a learner's edits to their
+stubs never turn this red.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pytest_vllm_katas.catalog import Kata, discover, kata_folders, load_kata
+from pytest_vllm_katas.devcheck import run_suite, stub_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 # An invalid kata.toml fails test_kata_toml_is_valid for its own folder; it must not hide
@@ -95,40 +93,12 @@ def test_stub_and_reference_expose_the_same_api(kata: Kata) -> None:
     )
 
 
-def run_kata_suite(impl: str, tmp: Path) -> dict[str, dict]:
-    report = tmp / f"{impl}.json"
-    command = [sys.executable, "-m", "pytest", "katas", f"--impl={impl}", "-q",
-               "-p", "no:cacheprovider", f"--katas-report={report}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
-    assert report.exists(), f"the kata suite did not run:\n{done.stdout[-3000:]}\n{done.stderr}"
-    return {k["id"]: k for k in json.loads(report.read_text())["katas"]}
-
-
 @pytest.fixture(scope="session")
-def reference_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    return run_kata_suite("reference", tmp_path_factory.mktemp("reference"))
-
-
-@pytest.fixture(scope="session")
-def stub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    return run_kata_suite("mine", tmp_path_factory.mktemp("mine"))
-
-
-def _allowed_skip(kata: Kata, result: dict) -> bool:
-    """A kata may be skipped only for a reason this machine really has."""
-    return result["status"] == "skipped" and bool(result["skip_reasons"])
-
-
-@pytest.mark.parametrize("kata", KATAS, ids=IDS)
-def test_reference_passes_every_test(kata: Kata, reference_results: dict[str, dict]) -> None:
-    result = reference_results.get(kata.id)
-    assert result is not None, f"{kata.id}: no tests were collected"
-    if _allowed_skip(kata, result):
-        pytest.skip(f"{kata.id} skipped here: {result['skip_reasons'][0]}")
-    bad = [t for t in result["tests"] if t["outcome"] not in ("passed", "skipped")]
-    assert not bad, f"{kata.id}: the reference fails: " + "; ".join(
-        f"{t['nodeid']}: {t['message']}" for t in bad[:5])
-    assert result["passed"] >= 1
+def stub_results() -> dict[str, dict]:
+    # The stubs as shipped (katas/pristine.json), never the learner's working files: this check
+    # stays meaningful in a clone where the learner has started filling stubs in. (That the
+    # reference passes every test is proven by the same `pytest` run that runs this file.)
+    return run_suite(ROOT, ["katas"], "--impl=mine", "--katas-check=pristine")
 
 
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)
@@ -136,12 +106,10 @@ def test_pristine_stub_fails_every_test_with_todo_only(kata: Kata,
                                                       stub_results: dict[str, dict]) -> None:
     result = stub_results.get(kata.id)
     assert result is not None, f"{kata.id}: no tests were collected"
-    if _allowed_skip(kata, result):
+    if result["status"] in ("skipped", "blocked") and result["skip_reasons"]:
         pytest.skip(f"{kata.id} skipped here: {result['skip_reasons'][0]}")
-    not_todo = [t for t in result["tests"] if t["outcome"] not in ("todo", "skipped")]
-    details = "; ".join(f"{t['nodeid']} -> {t['outcome']}: {t['message']}" for t in not_todo[:5])
-    assert not not_todo, f"{kata.id}: with the pristine stub, tests that are not todo: {details}"
-    assert result["counts"]["todo"] >= 1
+    problems = stub_problems(result)
+    assert not problems, f"{kata.id}: with the shipped stub: {'; '.join(problems[:5])}"
 
 
 def test_readme_kata_map_lists_every_kata() -> None:

@@ -78,7 +78,9 @@ def test_learner_syntax_error_breaks_only_that_kata(pytester: pytest.Pytester) -
         "*error: cannot import katas/phase00/broken/broken.py: SyntaxError: "
         "*(katas/phase00/broken/broken.py:1)*",
     ])
-    assert result.parseoutcomes() == {"errors": 2, "todo": 2}
+    assert result.parseoutcomes() == {"broken": 2, "todo": 2}
+    assert out.count("phase00/broken: error: cannot import") == 1, "one line per kata"
+    assert "ERROR katas/phase00/broken" not in out, "not repeated once per test"
     assert "phase00/demo: todo: add" in out, "the healthy kata must still be graded"
     assert "Traceback" not in out
 
@@ -137,13 +139,15 @@ def test_module_with_two_tier_markers_is_a_collection_error(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(["*exactly one tier marker*found cpu_ok, gpu_req*"])
 
 
-def test_missing_kata_toml_is_a_collection_error_naming_the_file(
+def test_missing_kata_toml_is_one_error_row_and_other_katas_still_run(
         pytester: pytest.Pytester) -> None:
     write_kata(pytester)
+    write_kata(pytester, "other", lab="00-02", order=2)
     (pytester.path / "katas" / "phase00" / "demo" / "kata.toml").unlink()
     result = run(pytester, "katas")
     assert result.ret != pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*phase00/demo/kata.toml: missing*"])
+    result.stdout.fnmatch_lines(["*phase00/demo/kata.toml: missing*",
+                                 "*00-02  other  cpu_ok   passed     2/2*"])
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
@@ -168,7 +172,9 @@ def test_gpu_req_without_cuda_skips_with_what_is_missing(pytester: pytest.Pytest
     write_kata(pytester, tier="gpu_req")
     result = run(pytester, "-rs", "katas", KATAS_CUDA="0")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines(["*00-01  demo  gpu_req  skipped    0/2  needs a CUDA GPU*"])
+    result.stdout.fnmatch_lines([
+        "*00-01  demo  gpu_req  blocked    0/2  needs a CUDA GPU*",
+        "katas passed: 0/1   tests passed: 0/2, 2 blocked (need a GPU, a package or a model*"])
 
 
 def test_missing_requirement_skips_with_the_install_command(pytester: pytest.Pytester) -> None:
@@ -211,8 +217,8 @@ def test_progress_table_lists_every_kata_with_counts(pytester: pytest.Pytester) 
         "  00-01  alpha  cpu_ok   todo       0/2",
         "  00-02  beta   cpu_ok   passed     2/2",
         "phase01  Architecture & request lifecycle",
-        "  01-01  gamma  gpu_req  skipped    0/2  needs a CUDA GPU*",
-        "katas passed: 1/3   tests passed: 2/6",
+        "  01-01  gamma  gpu_req  blocked    0/2  needs a CUDA GPU*",
+        "katas passed: 1/3   tests passed: 2/6, 2 blocked*",
     ])
 
 

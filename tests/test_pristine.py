@@ -1,8 +1,13 @@
 """The pristine store (``katas/pristine.json``) is what ``katas reset`` restores: every stub as the
-project ships it. It must equal the stub in ``katas/`` on a clean checkout."""
+project ships it. It must equal the stub in ``katas/`` on a clean checkout.
+
+An authors' check: a learner's edited stub differs from the store by design, so this runs only
+in CI (``CI`` set) or when ``KATAS_AUTHOR_CHECKS=1`` (tox sets it); a learner's ``pytest`` skips
+it and stays meaningful."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +16,12 @@ from pytest_vllm_katas.catalog import discover
 from pytest_vllm_katas.reset import SNAPSHOT_COMMAND, STORE, pristine_text
 
 ROOT = Path(__file__).resolve().parents[1]
-KATAS = discover(ROOT)
+KATAS = discover(ROOT, skip_invalid=True)
+AUTHOR_CHECKS = bool(os.environ.get("CI")) or os.environ.get("KATAS_AUTHOR_CHECKS") == "1"
 
 
+@pytest.mark.skipif(not AUTHOR_CHECKS, reason="authors' check (your stubs differ from the "
+                    "shipped ones by design): runs in CI or with KATAS_AUTHOR_CHECKS=1")
 @pytest.mark.parametrize("kata", KATAS, ids=[k.id for k in KATAS])
 def test_pristine_copy_matches_the_stub(kata) -> None:
     if not kata.stub_path.is_file():

@@ -31,12 +31,16 @@ def compositions(outputs: Sequence[SchedulerOutput], names: dict[str, str]) -> l
     return [{names[rid]: n for rid, n in out.num_scheduled_tokens.items()} for out in outputs]
 
 
-def run_all(engine: LLMEngine) -> None:
+def run_all(engine: LLMEngine) -> dict[str, list[int]]:
+    """Step until idle; return each request finished on the way as {id: output token ids}."""
+    done: dict[str, list[int]] = {}
     while engine.has_unfinished_requests():
-        engine.step()
+        done.update({r.request_id: r.output_token_ids for r in engine.step()})
+    return done
 
 
 def output_ids(
     engine: LLMEngine, prompts: Sequence[str], params: SamplingParams
 ) -> list[list[int]]:
     return [r.output_token_ids for r in engine.generate(list(prompts), params)]
+

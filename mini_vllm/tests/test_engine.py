@@ -170,47 +170,6 @@ def test_abort_frees_kv_and_others_finish() -> None:
     assert engine.kv_cache_manager.get_usage() == 0.0
 
 
-BAD_INPUTS = {
-    "empty_prompt": ("", greedy(4)),
-    "empty_token_list": ([], greedy(4)),
-    "token_out_of_vocab": ([1, 257], greedy(4)),
-    "never_fits_pool": ("x" * 30, greedy(4)),
-}
-
-
-@pytest.mark.parametrize("prompt,params", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_request_is_refused_and_others_are_unaffected(
-    prompt: object, params: SamplingParams
-) -> None:
-    prompts = ["hello", "goodbye"]
-    expected = output_ids(LLMEngine(num_blocks=8, block_size=4), prompts, greedy(4))
-    engine = LLMEngine(num_blocks=8, block_size=4)  # 28 usable slots
-    ids = [engine.add_request(p, greedy(4)) for p in prompts]
-    engine.step()
-    with pytest.raises(ValueError):
-        engine.add_request(prompt, params)  # type: ignore[arg-type]
-    done = {}
-    while engine.has_unfinished_requests():
-        done.update({r.request_id: r.output_token_ids for r in engine.step()})
-    assert_same_outputs(expected, [done[i] for i in ids])
-
-
-@pytest.mark.parametrize(
-    "kwargs,match",
-    [
-        ({"max_tokens": 0}, "max_tokens"),
-        ({"temperature": -0.1}, "temperature"),
-        ({"top_p": 0.0}, "top_p"),
-        ({"top_p": 1.5}, "top_p"),
-        ({"top_k": -1}, "top_k"),
-    ],
-    ids=["max_tokens_0", "negative_temperature", "top_p_0", "top_p_above_1", "negative_top_k"],
-)
-def test_bad_sampling_params_raise_value_error(kwargs: dict[str, float], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        SamplingParams(**kwargs)  # type: ignore[arg-type]
-
-
 def test_unknown_request_id_raises_value_error_and_engine_keeps_serving() -> None:
     engine = LLMEngine()
     rid = engine.add_request("hello", greedy(3))

@@ -8,23 +8,27 @@ from mini_vllm import Request, Sampler, Scheduler, ToyModel
 def engine_step(scheduler: Scheduler, model: ToyModel, sampler: Sampler) -> list[Request]:
     """Run one engine iteration over the given organs; return the requests that finished in it.
 
-    Recipe, four stages in this order:
+    One tick is four stages, in this order — schedule, execute, sample, update — and the
+    result must be indistinguishable from ``LLMEngine.step``: same tokens, same counters, same
+    finished list, every step. The contract of each stage:
 
-    1. **schedule** — ``output = scheduler.schedule()``. ``output.scheduled_requests`` lists
-       the requests of this step in row order; ``output.num_scheduled_tokens[request_id]`` is
-       how many tokens (``n``) each computes. Nothing scheduled: return ``[]`` and touch
-       nothing else — no forward pass, no sampling.
-    2. **execute** — one ``model.forward(last_tokens, positions)`` for the whole batch, one
-       row per scheduled request in ``scheduled_requests`` order. A row's input is the request's
-       last scheduled token, at position ``p = request.num_computed_tokens + n - 1``, read as
-       ``request.all_token_ids[p]``. Logits row ``i`` belongs to scheduled request ``i``.
-    3. **sample** — only for the rows where ``Scheduler.needs_sample(request, n)`` holds (the
-       step computes the request's last known token): ``sampled[request.request_id] =
-       sampler.sample(logits[i], request.sampling_params)``. A mid-prefill chunk samples nothing.
-    4. **update** — ``return scheduler.update_from_output(output, sampled)``, on every non-empty
-       step, even when ``sampled`` is empty: it advances ``num_computed_tokens`` by ``n``,
-       appends the sampled tokens, and reaps (and returns) the finished requests.
+    - **schedule**: ``scheduler.schedule()`` decides the step. Its ``scheduled_requests``
+      are the batch's rows, in order; ``num_scheduled_tokens[request_id]`` (``n``) is how many
+      tokens each computes. An empty schedule is an idle step: return ``[]`` and touch nothing
+      else — no forward pass, no sampling.
+    - **execute**: exactly one ``model.forward(last_tokens, positions)`` per step, for the
+      whole batch. Row ``i`` is scheduled request ``i``; its input is the *last* token that
+      request computes this step, with that token's position (its index in
+      ``request.all_token_ids``). Logits row ``i`` belongs to request ``i``.
+    - **sample**: a row yields a token only if its request catches up this step
+      (``Scheduler.needs_sample(request, n)``), through ``sampler.sample(logits row, that
+      request's own sampling_params)``. A mid-prefill chunk samples nothing.
+    - **update**: ``scheduler.update_from_output(output, sampled)`` with
+      ``sampled = {request_id: token}``, on every non-empty step — even when nothing was
+      sampled (a prefill chunk still has to advance ``num_computed_tokens``). It appends the
+      tokens, applies the stop conditions, frees finished requests' KV and returns them: that
+      list is this function's result.
     """
     raise NotImplementedError(
-        "engine_step: schedule -> forward(last tokens, positions) -> sample -> update_from_output"
+        "engine_step: one engine tick - schedule, execute, sample, update"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -73,7 +73,7 @@ def _run_in_lockstep(
     index = {id(r): i for i, r in enumerate(mine_reqs)}
     for step in range(1, MAX_STEPS + 1):
         expected_finished = [stock_reqs.index(r) for r in stock.step()]
-        got = impl.engine_step(mine.scheduler, mine.model, mine.sampler)
+        got = _step(impl, mine)
         got_finished = [index.get(id(r), repr(r)) for r in got]
         assert got_finished == expected_finished, (
             f"step {step}: the engine finished prompts #{expected_finished}, your step returned "
@@ -120,10 +120,20 @@ class RecordingSampler:
         return self.inner.sample(logits, params)
 
 
-def _record_plans(engine: LLMEngine) -> list[list[tuple[Request, int, int, int]]]:
-    """Probe schedule(): per step, each row's (request, n, last token, position), read at plan time
-    (update_from_output moves the counters afterwards)."""
-    plans: list[list[tuple[Request, int, int, int]]] = []
+class Row(NamedTuple):
+    """One row of a step's plan, read when schedule() returns (before any counter moves)."""
+
+    request: Request
+    n: int  # tokens scheduled for it
+    last_token: int  # the last of them: the row's model input
+    position: int  # that token's position, num_computed_tokens + n - 1
+    samples: bool  # the row catches up (Scheduler.needs_sample), so it produces a token
+
+
+def _record_plans(engine: LLMEngine) -> list[list[Row]]:
+    """Probe schedule(): per step, each row as planned (update_from_output moves the counters
+    afterwards)."""
+    plans: list[list[Row]] = []
     original = engine.scheduler.schedule
 
     def probe():  # type: ignore[no-untyped-def]
@@ -132,12 +142,23 @@ def _record_plans(engine: LLMEngine) -> list[list[tuple[Request, int, int, int]]
         for request in out.scheduled_requests:
             n = out.num_scheduled_tokens[request.request_id]
             position = request.num_computed_tokens + n - 1
-            rows.append((request, n, request.all_token_ids[position], position))
+            rows.append(Row(request, n, request.all_token_ids[position], position,
+                            Scheduler.needs_sample(request, n)))
         plans.append(rows)
         return out
 
     engine.scheduler.schedule = probe  # type: ignore[method-assign]
     return plans
+
+
+def _step(impl, engine: LLMEngine) -> list[Request]:  # type: ignore[no-untyped-def]
+    """One impl.engine_step on ``engine``'s organs, checked to return a list of Requests."""
+    finished = impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+    assert isinstance(finished, list) and all(isinstance(r, Request) for r in finished), (
+        f"engine_step returns the list of Requests that finished this step ([] if none), got "
+        f"{finished!r}"
+    )
+    return finished
 
 
 # --- equality with the engine's own step ------------------------------------------------------
@@ -177,8 +198,8 @@ def test_forward_gets_each_rows_last_scheduled_token_at_its_position(impl) -> No
         engine.add_request(prompt, params)
     plans = _record_plans(engine)
     for step in range(1, 8):
-        impl.engine_step(engine.scheduler, engine.model, engine.sampler)
-        expected = ([t for _, _, t, _ in plans[-1]], [p for _, _, _, p in plans[-1]])
+        _step(impl, engine)
+        expected = ([row.last_token for row in plans[-1]], [row.position for row in plans[-1]])
         assert len(model.calls) == step, (
             f"call model.forward exactly once per step, for the whole batch; after {step} steps "
             f"it was called {len(model.calls)} times"
@@ -194,7 +215,7 @@ def test_mid_prefill_chunk_emits_no_token(impl) -> None:
     sampler = RecordingSampler()
     engine = LLMEngine(sampler=sampler, long_prefill_token_threshold=4)
     request = engine.get_request(engine.add_request("abcdefghij", greedy(3)))
-    finished = impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+    finished = _step(impl, engine)
     assert (finished, request.output_token_ids, len(sampler.params)) == ([], [], 0), (
         f"step 1 computes 4 of 10 prompt tokens: nothing may be sampled (needs_sample is false) "
         f"and nothing finishes; got finished={finished}, outputs={request.output_token_ids}, "
@@ -207,7 +228,7 @@ def test_update_runs_even_when_nothing_was_sampled(impl) -> None:
     request = engine.get_request(engine.add_request("abcdefghij", greedy(3)))
     computed = []
     for _ in range(3):
-        impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+        _step(impl, engine)
         computed.append(request.num_computed_tokens)
     assert computed == [4, 8, 10], (
         f"with a threshold of 4 the 10-token prompt is computed 4 + 4 + 2, so num_computed_tokens "
@@ -226,9 +247,9 @@ def test_rows_that_do_not_catch_up_are_never_sampled(impl) -> None:
 
         def forward(self, last_tokens: Sequence[int], positions: Sequence[int]) -> np.ndarray:
             logits = np.array(super().forward(last_tokens, positions))
-            for row, (request, n, _, _) in enumerate(plans[-1][: len(logits)]):
-                if not Scheduler.needs_sample(request, n):
-                    logits[row] = np.nan
+            for index, row in enumerate(plans[-1][: len(logits)]):
+                if not row.samples:
+                    logits[index] = np.nan
             return logits
 
     sampler = RecordingSampler()
@@ -243,26 +264,34 @@ def test_rows_that_do_not_catch_up_are_never_sampled(impl) -> None:
         for p, sp in zip(MIXED_PROMPTS, MIXED_PARAMS, strict=True)
     ]
     plans = _record_plans(engine)
-    for _ in range(MAX_STEPS):
-        impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+    name = {id(r.sampling_params): f"prompt #{i}" for i, r in enumerate(requests)}
+    for step in range(1, MAX_STEPS + 1):
+        calls_before = len(sampler.params)
+        _step(impl, engine)
+        catching_up = sorted(name[id(row.request.sampling_params)]
+                             for row in plans[-1] if row.samples)
+        got = sorted(name.get(id(p), repr(p)) for p in sampler.params[calls_before:])
+        assert got == catching_up, (
+            f"step {step}: sample once for each row that catches up (num_computed_tokens + n "
+            f"== num_tokens), with that row's own request.sampling_params; the rows that "
+            f"caught up were {catching_up}, the sampler got the params of {got}"
+        )
         if not engine.has_unfinished_requests():
             break
+    else:
+        raise AssertionError(f"no end after {MAX_STEPS} steps")
     produced = sum(r.num_output_tokens for r in requests)
     assert len(sampler.params) == produced, (
         f"sample exactly once per token produced: {produced} tokens, "
         f"{len(sampler.params)} sampler calls"
-    )
-    own = {id(r.sampling_params) for r in requests}
-    assert all(id(p) in own for p in sampler.params), (
-        "pass each row's own request.sampling_params to the sampler"
     )
 
 
 def test_returns_the_requests_that_finished_this_step(impl) -> None:
     engine = LLMEngine()
     request = engine.get_request(engine.add_request("hello", greedy(2)))
-    first = impl.engine_step(engine.scheduler, engine.model, engine.sampler)
-    second = impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+    first = _step(impl, engine)
+    second = _step(impl, engine)
     assert first == [] and len(second) == 1 and second[0] is request, (
         f"'hello' with max_tokens=2 finishes in step 2: expected [] then [that request], got "
         f"{first} then {second}"
@@ -276,14 +305,14 @@ def test_returns_the_requests_that_finished_this_step(impl) -> None:
 
 def test_empty_schedule_returns_no_finished_requests(impl) -> None:
     engine = LLMEngine()
-    finished = impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+    finished = _step(impl, engine)
     assert finished == [], f"with nothing scheduled nothing can finish: expected [], got {finished}"
 
 
 def test_an_idle_step_runs_no_forward_pass_and_samples_nothing(impl) -> None:
     model, sampler = RecordingModel(), RecordingSampler()
     engine = LLMEngine(model=model, sampler=sampler)
-    impl.engine_step(engine.scheduler, engine.model, engine.sampler)
+    _step(impl, engine)
     assert (len(model.calls), len(sampler.params)) == (0, 0), (
         f"an empty schedule means an idle engine: no forward pass, no sampling; got "
         f"{len(model.calls)} forward calls and {len(sampler.params)} sampler calls"

