@@ -12,6 +12,7 @@ from .invariants import (
     assert_same_outputs,
     check_block_pool,
     check_block_tables,
+    check_kv_covers_schedule,
     check_scheduler_step,
 )
 from .tolerance import TOLERANCES, assert_close
@@ -24,6 +25,7 @@ __all__ = [
     "assert_same_outputs",
     "check_block_pool",
     "check_block_tables",
+    "check_kv_covers_schedule",
     "check_scheduler_step",
     "discover",
     "expect_raises",

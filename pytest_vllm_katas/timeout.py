@@ -125,6 +125,13 @@ def time_limit(seconds: float, what: str) -> Iterator[None]:
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except KataTimeout as raised:
+        # Raised from a signal handler, the exception's traceback can start at an instruction
+        # with no line number (Python 3.11), which crashes pytest's report (INTERNALERROR).
+        # A fresh exception raised here has a clean traceback; the message says where it was.
+        fresh = KataTimeout(str(raised), repeated=raised.repeated)
+        fresh.code, fresh.globals = raised.code, raised.globals
+        raise fresh from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -1,9 +1,19 @@
 """Kata 00-01 — the KV-cache speedup. Your work goes here.
 
-Generate ``n_new`` tokens after a prompt twice: once recomputing every token's K/V at every
-step, once computing each token's K/V exactly once. Pay for every K/V with
-``meter.compute_kv(token, position)`` and ask the model for the next token with
-``next_token(tokens)``, passing the whole sequence so far.
+Generate ``n_new`` tokens after a prompt twice: once with no cache, so that every step
+recomputes the keys and values (K/V) of every token already in the sequence, and once with a
+KV cache, so that each token's K/V is computed exactly once. Both runs must emit the same
+tokens; only the work differs.
+
+Provided by the lab (``scaffold.py``):
+
+- ``next_token(tokens)`` is the model: the next token id for a context, a pure function of the
+  whole list it is given.
+- ``KVWork`` is the work meter: ``meter.compute_kv(token, position)`` costs one unit and logs
+  the call; ``meter.units`` is the running total.
+
+Worked example (the course's): a 5-token prompt and 10 new tokens cost 95 units without a
+cache and 15 with one.
 """
 
 from __future__ import annotations
@@ -17,13 +27,21 @@ from katas.phase00.kv_cache_speedup.scaffold import KVWork, next_token  # noqa: 
 def generate_no_cache(
     prompt: Sequence[int], n_new: int, meter: KVWork | None = None
 ) -> tuple[list[int], int]:
-    """Generate without a cache; return ``(prompt + generated tokens, total K/V work)``.
+    """Generate ``n_new`` tokens without a KV cache.
 
-    Recipe: start from a copy of the prompt; use ``meter`` (a fresh ``KVWork()`` when it is
-    None). For each of the ``n_new`` steps, first compute K/V for *every* token currently in
-    the sequence (``meter.compute_kv(token, position)``, positions from 0), then append
-    ``next_token(tokens)``. Step ``i`` costs ``len(prompt) + i`` units. Return the full list
-    and ``meter.units``. Do not modify ``prompt``.
+    Returns ``(tokens, work)``: ``tokens`` is a new list, the prompt followed by the
+    ``n_new`` generated ids; ``work`` is the total K/V work charged to ``meter`` (an int).
+
+    Contract:
+
+    - No cache: before each new token is produced, the K/V of every token then in the
+      sequence is computed again, so producing token ``P + i`` costs ``P + i`` units
+      (``P = len(prompt)``).
+    - Each token is the model's answer for the whole sequence before it.
+    - Every ``compute_kv(token, position)`` call names a token of the returned sequence and
+      its 0-based position in it.
+    - Work is charged to ``meter`` when one is given, else to a fresh ``KVWork()``.
+    - ``prompt`` is not modified.
     """
     raise NotImplementedError("generate_no_cache: recompute K/V for the whole sequence every step")
 
@@ -31,11 +49,16 @@ def generate_no_cache(
 def generate_with_cache(
     prompt: Sequence[int], n_new: int, meter: KVWork | None = None
 ) -> tuple[list[int], int]:
-    """Generate with a KV cache; return ``(prompt + generated tokens, total K/V work)``.
+    """Generate ``n_new`` tokens with a KV cache.
 
-    Recipe: start from a copy of the prompt; use ``meter`` (a fresh ``KVWork()`` when it is
-    None). Prefill: compute K/V once for each prompt token at its position. Then for each of
-    the ``n_new`` steps, append ``next_token(tokens)`` and compute K/V for that new token
-    only. Total ``len(prompt) + n_new`` units. Return the full list and ``meter.units``.
+    Returns ``(tokens, work)`` exactly as :func:`generate_no_cache` does, and ``tokens`` must
+    be identical to what it returns for the same arguments.
+
+    Contract:
+
+    - With a cache, the K/V of every position of the final sequence (prompt and generated
+      tokens alike) is computed exactly once: ``work == len(prompt) + n_new``.
+    - The cache saves K/V work only; the model still sees the whole sequence so far.
+    - ``compute_kv`` calls, ``meter`` and ``prompt`` as in :func:`generate_no_cache`.
     """
-    raise NotImplementedError("generate_with_cache: prefill once, then one K/V per new token")
+    raise NotImplementedError("generate_with_cache: compute each token's K/V exactly once")

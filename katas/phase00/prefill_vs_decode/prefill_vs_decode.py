@@ -1,47 +1,50 @@
 """Kata 00-04 — prefill vs decode on the roofline. Your work goes here.
 
-Six one-line functions. Units are decimal SI throughout: FLOP/s (an A100 is ``312e12``), bytes
-per second (``2.0e12``), bytes (an 8B fp16 model is ``16e9``). The model of a forward pass is
-deliberately minimal: it reads every weight once (``n_params x dtype_bytes`` bytes) and does
-2 FLOPs per weight per token that shares the trip (one multiply-accumulate).
+Six one-line functions. Units are decimal SI throughout: FLOP/s (an A100 does ``312e12``),
+bytes per second (``2.0e12``), bytes (an 8B fp16 model is ``16e9``). The model of a forward
+pass is deliberately minimal: it reads every weight once (``dtype_bytes`` bytes per
+parameter), and every token in the pass uses every weight in one multiply-accumulate, which is
+2 FLOPs. KV-cache traffic and attention FLOPs are left out.
 """
 
 from __future__ import annotations
 
-# math.ceil is yours to use in critical_batch_size.
-import math  # noqa: F401
-
 
 def ridge_point(peak_flops: float, mem_bandwidth: float) -> float:
-    """FLOPs the hardware can do per byte it moves: ``peak_flops / mem_bandwidth``.
+    """The hardware's ridge point, in FLOP per byte.
 
-    A workload whose arithmetic intensity reaches this value is compute-bound; below it,
-    memory-bound. A100: ``312e12 / 2.0e12 = 156.0`` FLOP/byte.
+    The intensity at which the memory roof meets the compute roof: work that does fewer FLOPs
+    per byte moved is memory-bound, work that does at least this many is compute-bound.
+    A100 (``312e12`` FLOP/s, ``2.0e12`` bytes/s): 156.0.
     """
-    raise NotImplementedError("ridge_point: peak FLOP/s divided by memory bandwidth")
+    raise NotImplementedError("ridge_point: the FLOP/byte where memory and compute roofs meet")
 
 
 def arithmetic_intensity(n_params: float, num_tokens: int, dtype_bytes: float) -> float:
-    """FLOPs per byte of one forward pass over ``num_tokens`` tokens sharing one weight read.
+    """FLOPs per byte of one forward pass in which ``num_tokens`` tokens share one weight read.
 
-    FLOPs ``2 x n_params x num_tokens`` over bytes ``n_params x dtype_bytes``. Write it as that
-    ratio: the parameter count cancels, which is the point of the kata.
+    Every one of the ``n_params`` weights (``dtype_bytes`` each) is read once and used by
+    every token in one multiply-accumulate. The result does not depend on ``n_params``: an 8B
+    and a 70B model give the same intensity. fp16: 1 token gives 1.0, 2,048 tokens 2048.0.
     """
-    raise NotImplementedError("arithmetic_intensity: 2 x params x tokens / (params x dtype_bytes)")
+    raise NotImplementedError("arithmetic_intensity: FLOPs per byte of one forward pass")
 
 
 def is_compute_bound(intensity: float, ridge: float) -> bool:
-    """True when the work is compute-bound: ``intensity >= ridge`` (the ridge itself counts)."""
-    raise NotImplementedError("is_compute_bound: intensity >= ridge")
+    """True when work of this intensity is compute-bound on hardware with this ridge.
+
+    Exactly at the ridge counts as compute-bound: on an A100 in fp16, 155 tokens per weight
+    read are memory-bound and 156 are compute-bound.
+    """
+    raise NotImplementedError("is_compute_bound: which side of the ridge the work is on")
 
 
 def critical_batch_size(ridge: float, dtype_bytes: float) -> int:
-    """The fewest tokens per weight read that make a step compute-bound.
+    """The fewest whole tokens per weight read that make a forward pass compute-bound (an int).
 
-    Solve ``2 x tokens / dtype_bytes >= ridge`` for the smallest whole number of tokens:
-    ``ceil(ridge x dtype_bytes / 2)``. A100 in fp16: 156.
+    A100 in fp16: 156. H100 in fp16 (ridge about 295.5): 296.
     """
-    raise NotImplementedError("critical_batch_size: ceil(ridge x dtype_bytes / 2)")
+    raise NotImplementedError("critical_batch_size: fewest tokens that make a step compute-bound")
 
 
 def decode_tokens_per_second(
@@ -49,18 +52,18 @@ def decode_tokens_per_second(
 ) -> float:
     """The bandwidth ceiling on decode throughput, in tokens per second across the batch.
 
-    One decode step must stream every weight (``n_params x dtype_bytes`` bytes), so at most
-    ``mem_bandwidth / weight_bytes`` steps run per second, and each step yields ``batch``
-    tokens. 8B fp16 on an A100: ``2.0e12 / 16e9 = 125`` tokens/s at batch 1. (Weights only:
-    valid while the step stays memory-bound, i.e. below the critical batch size.)
+    Every decode step must stream all the weights from memory, and each step yields one token
+    for each of the ``batch`` sequences. 8B fp16 on an A100: 125 tokens/s at batch 1, 8,000 at
+    batch 64. (Weights only: valid while the step stays memory-bound.)
     """
-    raise NotImplementedError("decode_tokens_per_second: bandwidth / weight bytes x batch")
+    raise NotImplementedError("decode_tokens_per_second: tokens/s the memory bandwidth allows")
 
 
 def compute_utilization(intensity: float, ridge: float) -> float:
-    """The fraction of peak FLOP/s a workload can use: ``intensity / ridge``, at most 1.0.
+    """The fraction of peak FLOP/s that work of this intensity can use, from 0 to 1.
 
-    Memory-bound work runs at ``bandwidth x intensity`` FLOP/s, that is ``intensity / ridge``
-    of peak; compute-bound work runs at peak. Single-stream decode on an A100: 1/156 ≈ 0.6%.
+    Memory-bound work runs at ``bandwidth x intensity`` FLOP/s; compute-bound work runs at
+    peak, never above it. Single-stream decode on an A100: 1/156, about 0.6%. A 2,048-token
+    prefill: 1.0.
     """
-    raise NotImplementedError("compute_utilization: min(intensity / ridge, 1.0)")
+    raise NotImplementedError("compute_utilization: the usable fraction of peak FLOP/s")

@@ -1,8 +1,10 @@
 """Kata 00-03 — from logits to a token. Your work goes here.
 
-Build the sampler one knob at a time: a stable softmax, top-k and top-p masks, then ``sample``,
-which chains them in the engine's order so that your sampler agrees token for token with
-``mini_vllm``'s. Work in float64; never modify the caller's array.
+Build the sampler one knob at a time: a softmax, top-k and top-p masks, then ``sample``, which
+chains them in the engine's order so that your sampler agrees token for token with
+``mini_vllm``'s. Rows are 1-D float64 arrays of logits, one per vocabulary entry. No function
+modifies the caller's array; the masks return a new array of the same shape in which a removed
+token's logit is ``-inf`` (never 0: a logit of 0 is an ordinary score).
 """
 
 from __future__ import annotations
@@ -11,31 +13,35 @@ import numpy as np
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Turn a 1-D row of logits into probabilities that sum to 1.
+    """Probabilities for a 1-D row of logits: same shape, non-negative, summing to 1.
 
-    Subtract the row's maximum before ``np.exp`` so that logits of 1000 or more do not
-    overflow; the result is mathematically unchanged. ``-inf`` logits get probability 0.
+    Order-preserving (a larger logit never gets a smaller probability), unchanged by adding a
+    constant to every logit, and finite for logits of 1000 or -1000. A ``-inf`` logit gets
+    probability exactly 0.
     """
-    raise NotImplementedError("softmax: exp(logits - max) / sum, in float64")
+    raise NotImplementedError("softmax: logits row -> probabilities, safe for huge logits")
 
 
 def apply_top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    """Return a copy of ``logits`` with everything outside the ``k`` largest set to ``-inf``.
+    """Keep the ``k`` largest logits; every other logit becomes ``-inf``.
 
-    Logits equal to the k-th largest value all survive (as upstream). ``k <= 0`` or
-    ``k >= len(logits)`` disables the filter: return the logits unchanged.
-    Hint: ``np.partition`` finds the k-th largest value without a full sort.
+    Survivors keep their values. Logits tied with the k-th largest value all survive (as
+    upstream), so more than ``k`` can. ``k <= 0`` or ``k >= len(logits)`` turns the filter off:
+    the logits come back unchanged. Example: ``[4, 2, 3, 2, 1]`` with ``k=3`` keeps tokens
+    0, 1, 2 and 3.
     """
-    raise NotImplementedError("apply_top_k: keep logits >= the k-th largest, -inf elsewhere")
+    raise NotImplementedError("apply_top_k: keep only the k largest logits")
 
 
 def apply_top_p(logits: np.ndarray, p: float) -> np.ndarray:
-    """Return a copy of ``logits`` keeping only the nucleus: the fewest tokens whose mass >= p.
+    """Keep the nucleus: the fewest most-likely tokens whose probability adds up to at least ``p``.
 
-    Take the softmax, order tokens by descending probability (stable: equal probabilities keep
-    index order), and keep the shortest prefix whose running sum reaches ``p`` — the token that
-    crosses ``p`` is kept. Everything else becomes ``-inf``. At least one token always survives.
-    ``p >= 1`` disables the filter: return the logits unchanged.
+    Probabilities are the softmax of ``logits``. Tokens are taken most likely first (equal
+    probabilities in index order) until their mass reaches ``p``; the token that crosses ``p``
+    is kept, and reaching ``p`` exactly is enough. Every other logit becomes ``-inf``;
+    survivors keep their values; at least one token always survives. ``p >= 1`` turns the
+    filter off: the logits come back unchanged. Example: probabilities ``[0.4, 0.4, 0.2]``
+    with ``p=0.5`` keep tokens 0 and 1.
     """
     raise NotImplementedError("apply_top_p: keep the fewest top tokens whose mass reaches p")
 
@@ -47,14 +53,18 @@ def sample(
     top_p: float = 1.0,
     seed: int | None = None,
 ) -> int:
-    """Pick one token id from ``logits``.
+    """Pick one token id (a Python ``int``) from ``logits``.
 
-    The order is part of the contract:
+    The pipeline order is part of the contract (it is observable, and the engine's):
 
-    1. ``temperature == 0``: return ``argmax`` (lowest index on ties) — no RNG at all, and
-       ``top_k``, ``top_p`` and ``seed`` are ignored whatever their values.
-    2. A negative temperature is an error (``ValueError``).
-    3. Divide the logits by ``temperature``; apply top-k, then top-p; take the softmax.
-    4. Draw exactly once: ``np.random.default_rng(seed).choice(len(probs), p=probs)``.
+    1. ``temperature == 0``: greedy, the index of the largest logit (lowest index on ties).
+       No random generator is created, and ``top_k``, ``top_p`` and ``seed`` are ignored
+       whatever their values.
+    2. A negative ``temperature`` raises ``ValueError``.
+    3. Otherwise temperature reshapes the logits (below 1 sharpens, above 1 flattens), then
+       top-k, then top-p over what top-k left, then the softmax.
+    4. Exactly one draw: ``np.random.default_rng(seed).choice(len(probs), p=probs)``, the
+       engine's call, so that a given seed picks the same token in both. The same arguments
+       and seed always give the same token.
     """
-    raise NotImplementedError("sample: greedy at T=0, else /T -> top-k -> top-p -> softmax -> draw")
+    raise NotImplementedError("sample: greedy at T=0, else temperature, top-k, top-p, one draw")

@@ -17,14 +17,23 @@ def predict_cached_tokens(
 ) -> list[int]:
     """Prompt tokens each request takes from the prefix cache, for requests served in order.
 
-    With caching off every entry is 0. With caching on, walk the requests in order. A request's
-    leading full blocks are hits while each block's whole prefix (every token from the start of
-    the prompt to the end of that block) was stored by an earlier request; the first miss ends
-    the run of hits. A request never takes its last prompt token from the cache, so at most the
-    full blocks of its first ``len - 1`` tokens can hit. Then it stores all of its own full
-    prompt blocks. Assume nothing is evicted.
+    ``prompts`` are token-id lists, all submitted in one batch and served in list order; the
+    answer has one entry per prompt. The rules of vLLM's prefix cache:
+
+    - with caching off, nothing is ever served: every entry is 0;
+    - only full blocks of ``block_size`` tokens are cached, and a block is cached as soon as a
+      request holding it is admitted, so a later request in the same batch can hit it;
+    - a block matches only if the whole prefix up to its end (every token from the start of the
+      prompt) equals that of a cached block; the hit is the run of matching blocks from the
+      first one, and it ends at the first block that does not match;
+    - a request never takes its last prompt token from the cache (the engine must compute it to
+      get the logits for the first output token);
+    - nothing is evicted.
+
+    Example, blocks of 16: three prompts sharing a 130-token prefix, then differing, give
+    ``[0, 128, 128]``.
     """
-    raise NotImplementedError("predict_cached_tokens: leading full blocks already stored, capped")
+    raise NotImplementedError("predict_cached_tokens: each request's prefix-cache hit, in tokens")
 
 
 def hit_rate(hits: int, queries: int) -> float:
@@ -32,12 +41,12 @@ def hit_rate(hits: int, queries: int) -> float:
 
     0.0 when nothing was queried (vLLM does not look anything up with caching off).
     """
-    raise NotImplementedError("hit_rate: hits / queries, 0.0 when nothing was queried")
+    raise NotImplementedError("hit_rate: the fraction of queried tokens the cache served")
 
 
 def prefill_tokens_computed(prompt_lens: list[int], cached_tokens: list[int]) -> int:
     """Prompt tokens the engine really had to compute: those the cache did not serve."""
-    raise NotImplementedError("prefill_tokens_computed: sum of prompt_len - cached per request")
+    raise NotImplementedError("prefill_tokens_computed: the prompt tokens really computed")
 
 
 def measure_prefix_cache(llm: Any, prompts: list[str], sampling_params: Any) -> PrefixCacheRun:
@@ -49,4 +58,4 @@ def measure_prefix_cache(llm: Any, prompts: list[str], sampling_params: Any) -> 
     (read them before and after: they count since the engine started; a counter that is absent
     counts as 0).
     """
-    raise NotImplementedError("measure_prefix_cache: generate, num_cached_tokens, metric deltas")
+    raise NotImplementedError("measure_prefix_cache: what one generate call did to the cache")

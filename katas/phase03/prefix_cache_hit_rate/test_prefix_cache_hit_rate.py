@@ -60,6 +60,13 @@ def test_a_block_matches_only_after_its_whole_prefix(impl) -> None:
         "block 2 holds the same tokens in both prompts but follows a different block 1, so it is "
         f"a different block (hashes chain through the prefix); got {got}"
     )
+    prompts = [[1] * 4 + shared_tail + [9], shared_tail + shared_tail + [9]]
+    got = impl.predict_cached_tokens(prompts, 4, enable_caching=True)
+    assert got == [0, 0], (
+        f"the second prompt starts with {shared_tail}, which the first prompt stored only as its "
+        f"*second* block, after [1, 1, 1, 1]: as a first block it is a different block, so "
+        f"nothing hits; got {got}"
+    )
 
 
 def test_a_later_request_hits_any_earlier_one(impl) -> None:
@@ -81,7 +88,12 @@ def test_a_request_never_hits_its_own_last_token(impl) -> None:
 
 def test_hit_rate_is_hits_over_queries(impl) -> None:
     assert_close(impl.hit_rate(3840, 5474), 3840 / 5474, cause="arithmetic", what="hit rate")
-    assert impl.hit_rate(0, 0) == 0.0, "no queries (caching off) reads as a 0% hit rate"
+    try:
+        empty = impl.hit_rate(0, 0)
+    except ZeroDivisionError:
+        pytest.fail("hit_rate(0, 0) divided by zero: a run that queried nothing (caching off) "
+                    "reads as a 0% hit rate, 0.0", pytrace=False)
+    assert empty == 0.0, f"no queries (caching off) reads as a 0% hit rate, 0.0; got {empty}"
 
 
 def test_caching_cuts_the_prefill_work(impl) -> None:
@@ -103,6 +115,71 @@ def test_prediction_matches_recorded_vllm(impl, run: str) -> None:
     rate = impl.hit_rate(sum(got), sum(map(len, prompts)) if rec["enable_prefix_caching"] else 0)
     assert_close(rate, impl.hit_rate(rec["hits"], rec["queries"]), cause="arithmetic",
                  what=f"hit rate of the {run} run")
+
+
+class _Metric:
+    def __init__(self, name: str, value: int) -> None:
+        self.name, self.value = name, value
+
+
+class _Completion:
+    def __init__(self, token_ids: list[int]) -> None:
+        self.token_ids = token_ids
+
+
+class _Output:
+    def __init__(self, num_cached_tokens: int, token_ids: list[int]) -> None:
+        self.num_cached_tokens = num_cached_tokens
+        self.outputs = [_Completion(token_ids)]
+
+
+class RecordedLLM:
+    """Replays one recorded ``generate`` call, with the counters an engine would show.
+
+    The counters already hold an earlier run's counts (they count since the engine started),
+    and with caching off they are absent, as a counter nothing ever incremented may be.
+    """
+
+    EARLIER = {"vllm:prefix_cache_queries": 1000, "vllm:prefix_cache_hits": 600}
+
+    def __init__(self, run: dict) -> None:
+        self.run = run
+        self.calls: list[int] = []
+        self.counters = dict(self.EARLIER) if run["enable_prefix_caching"] else {}
+
+    def get_metrics(self) -> list[_Metric]:
+        return [_Metric("vllm:num_requests_running", 0),
+                *(_Metric(name, value) for name, value in self.counters.items()),
+                _Metric("vllm:generation_tokens", 7 * len(self.calls))]
+
+    def generate(self, prompts, sampling_params=None, **kwargs) -> list[_Output]:
+        self.calls.append(len(prompts))
+        if self.counters:
+            self.counters["vllm:prefix_cache_queries"] += self.run["queries"]
+            self.counters["vllm:prefix_cache_hits"] += self.run["hits"]
+        return [_Output(c, list(t)) for c, t in
+                zip(self.run["cached_tokens"], self.run["output_token_ids"], strict=True)]
+
+
+@pytest.mark.parametrize("run", ["shared-on", "shared-off"],
+                         ids=lambda r: r.replace("-", "-caching_"))
+def test_measurement_of_a_recorded_run(impl, run: str) -> None:
+    """Recorded: ``measure_prefix_cache`` on a replay of vLLM's own answers for this workload."""
+    rec = RECORDING["runs"][run]
+    llm = RecordedLLM(rec)
+    got = impl.measure_prefix_cache(llm, make_prompts(), None)
+    assert llm.calls == [16], (
+        f"all 16 prompts go to vLLM in one generate call (that is what lets request 1..15 hit "
+        f"request 0's blocks in the same step); generate was called with {llm.calls} prompts"
+    )
+    expected = (rec["cached_tokens"], rec["queries"], rec["hits"], rec["output_token_ids"])
+    got_fields = (got.cached_tokens, got.queries, got.hits, got.output_token_ids)
+    names = ("cached_tokens", "queries", "hits", "output_token_ids")
+    for name, want, have in zip(names, expected, got_fields, strict=True):
+        assert have == want, (
+            f"{name}: the replayed run reports {want!r}, you measured {have!r} (the counters "
+            f"count since the engine started: this run is the change; an absent counter is 0)"
+        )
 
 
 # ---------------------------------------------------------------------------------------- live

@@ -17,15 +17,18 @@ from mini_vllm import LLMEngine, SamplingParams  # noqa: F401
 def run_and_count(
     prompts: Sequence[str], *, enable_caching: bool, block_size: int = 4, max_tokens: int = 4
 ) -> Odometer:
-    """Generate every prompt and return the scheduled-token odometer.
+    """Generate every prompt on a fresh engine and return its scheduled-token odometer.
 
-    Recipe: ``LLMEngine(block_size=block_size, enable_caching=enable_caching)``. Wrap
-    ``engine.scheduler.schedule`` with a probe that calls the original, appends
-    ``out.total_num_scheduled_tokens`` to a list and returns ``out`` unchanged. Run
-    ``engine.generate(prompts, SamplingParams(max_tokens=max_tokens, temperature=0.0,
-    ignore_eos=True))``. Return ``Odometer(sum of the list, the list, each result's
-    output_token_ids in prompt order)``.
+    The engine is ``LLMEngine(block_size=block_size, enable_caching=enable_caching)`` with every
+    other setting at its default, and it must run exactly as it would unobserved. Every prompt
+    is generated greedily to exactly ``max_tokens`` tokens (an EOS token does not stop it).
+
+    Returns ``Odometer(total, step_totals, outputs)``: ``step_totals[i]`` is the number of
+    tokens the scheduler scheduled in engine step ``i`` (every step of the run, in order),
+    ``total`` their sum, and ``outputs`` the generated token ids, one list per prompt, in
+    prompt order.
+
+    Example: eight 65-token prompts sharing a 64-token prefix, blocks of 4, ``max_tokens=4``:
+    ``total`` is 544 with caching off and 96 with it on.
     """
-    raise NotImplementedError(
-        "run_and_count: probe schedule(), sum total_num_scheduled_tokens over a generate() run"
-    )
+    raise NotImplementedError("run_and_count: the scheduled-token odometer of a generate() run")

@@ -7,6 +7,7 @@ from types import ModuleType
 import pytest
 
 from katas.phase03.prefix_cache_savings.scaffold import Odometer
+from mini_vllm import LLMEngine, SamplingParams
 from pytest_vllm_katas.invariants import assert_same_outputs
 
 pytestmark = pytest.mark.cpu_ok
@@ -16,16 +17,36 @@ PROMPTS = [SYSTEM + str(i) for i in range(8)]  # 65 tokens each, the last one un
 FOLLOWERS = len(PROMPTS) - 1
 
 
+def _run(
+    impl: ModuleType, prompts: list[str], *, enable_caching: bool, **kwargs: int
+) -> Odometer:
+    """One run, its result checked for shape before any test reads it."""
+    got = impl.run_and_count(prompts, enable_caching=enable_caching, **kwargs)
+    assert isinstance(got, Odometer), (
+        f"run_and_count returns an Odometer(total, step_totals, outputs) from scaffold.py, got "
+        f"{type(got).__name__}: {got!r}"
+    )
+    assert isinstance(got.step_totals, list) and got.step_totals, (
+        f"step_totals is a non-empty list with one reading per engine step, got "
+        f"{got.step_totals!r}"
+    )
+    assert len(got.outputs) == len(prompts), (
+        f"outputs holds one list of token ids per prompt ({len(prompts)}), got "
+        f"{len(got.outputs)}"
+    )
+    return got
+
+
 def _both(impl: ModuleType, prompts: list[str], **kwargs: int) -> tuple[Odometer, Odometer]:
     """The same run with caching off, then on."""
     return (
-        impl.run_and_count(prompts, enable_caching=False, **kwargs),
-        impl.run_and_count(prompts, enable_caching=True, **kwargs),
+        _run(impl, prompts, enable_caching=False, **kwargs),
+        _run(impl, prompts, enable_caching=True, **kwargs),
     )
 
 
 def test_caching_off_pays_full_price_for_everyone(impl) -> None:
-    off = impl.run_and_count(PROMPTS, enable_caching=False)
+    off = _run(impl, PROMPTS, enable_caching=False)
     assert off.total == 544, (
         f"without a cache each request computes its 65 prompt tokens and 3 decodes (the 4th "
         f"sampled token is never fed back): 8 x 68 = 544; got {off.total}"
@@ -33,7 +54,7 @@ def test_caching_off_pays_full_price_for_everyone(impl) -> None:
 
 
 def test_caching_on_computes_the_shared_prefix_once(impl) -> None:
-    on = impl.run_and_count(PROMPTS, enable_caching=True)
+    on = _run(impl, PROMPTS, enable_caching=True)
     assert on.total == 96, (
         f"with a cache the first request pays 65 + 3 = 68 and each of the 7 followers adopts 16 "
         f"cached blocks, computes its 1 unique token and 3 decodes: 68 + 7 x 4 = 96; got "
@@ -52,9 +73,15 @@ def test_savings_equal_followers_times_shared_full_blocks(impl) -> None:
 
 def test_outputs_are_identical_with_and_without_caching(impl) -> None:
     off, on = _both(impl, PROMPTS)
-    assert len(on.outputs) == len(PROMPTS) and all(len(o) == 4 for o in on.outputs), (
+    assert all(len(o) == 4 for o in on.outputs), (
         f"one output of max_tokens=4 tokens per prompt (greedy, ignore_eos); got lengths "
         f"{[len(o) for o in on.outputs]}"
+    )
+    greedy = [r.output_token_ids for r in LLMEngine(block_size=4, enable_caching=False).generate(
+        PROMPTS, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))]
+    assert off.outputs == greedy, (
+        f"the runs must be greedy (temperature=0.0), so they are reproducible: the caching-off "
+        f"run should produce {greedy[:2]}..., got {off.outputs[:2]}..."
     )
     assert_same_outputs(off.outputs, on.outputs, labels=("caching off", "caching on"))
 
@@ -146,7 +173,7 @@ def test_decodes_are_paid_by_everyone_cache_or_not(impl) -> None:
 
 def test_requests_run_through_eos_to_max_tokens(impl) -> None:
     # Greedy "hello" samples EOS (256) as its 7th token; the odometer needs exact lengths.
-    reading = impl.run_and_count(["hello"], enable_caching=False, max_tokens=8)
+    reading = _run(impl, ["hello"], enable_caching=False, max_tokens=8)
     assert len(reading.outputs[0]) == 8 and reading.total == 5 + 7, (
         f"with ignore_eos=True the request runs to all 8 tokens: 5 prompt + 7 decode tokens "
         f"scheduled; got {len(reading.outputs[0])} tokens and {reading.total} scheduled"

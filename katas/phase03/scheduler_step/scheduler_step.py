@@ -19,11 +19,14 @@ from mini_vllm import RequestStatus  # noqa: F401  (admitted requests become RUN
 def clamp(num_new_tokens: int, token_budget: int, long_prefill_token_threshold: int) -> int:
     """How many tokens a request may compute this step.
 
-    Start from the request's gap ``num_new_tokens``. If the threshold is on (``> 0``) and the gap
-    is larger, cap it at the threshold: that is chunked prefill. Then cap it at what is left of
-    the step's ``token_budget``. Never return less than 0.
+    ``num_new_tokens`` is the request's gap (tokens without K/V yet). The answer never exceeds
+    the gap, never exceeds what is left of the step's ``token_budget``, and, when the threshold
+    is on (``long_prefill_token_threshold > 0``), never exceeds the threshold either: that cap is
+    chunked prefill. ``0`` turns the threshold off. The answer is never negative, even for an
+    overdrawn budget. Examples: ``(100, 10, 0) -> 10``, ``(100, 50, 16) -> 16``,
+    ``(5, 50, 16) -> 5``.
     """
-    raise NotImplementedError("clamp: cap by the threshold (when > 0), then by the budget, floor 0")
+    raise NotImplementedError("clamp: the tokens one request may compute this step")
 
 
 def schedule_step(
@@ -35,24 +38,30 @@ def schedule_step(
     max_num_seqs: int,
     long_prefill_token_threshold: int = 0,
 ) -> dict[str, int]:
-    """Schedule one step; return ``{request_id: tokens}``, running requests first.
+    """Plan one engine step: ``{request_id: tokens to compute}``, in the batch's row order.
 
-    Recipe:
+    What must hold:
 
-    1. ``budget = max_num_batched_tokens``.
-    2. Running phase: for each request in ``running``, in order, ``n = clamp(num_tokens -
-       num_computed_tokens, budget, threshold)``. Skip it when ``n == 0``. Otherwise reserve
-       memory with ``kv.allocate(req, n)`` (it succeeds for running requests in this kata:
-       preemption is kata 03-04's), record ``n`` and take it off the budget.
-    3. Waiting phase: while ``waiting`` is non-empty and ``budget > 0`` and
-       ``len(running) < max_num_seqs``: look at the *front* request, clamp it the same way and
-       try ``kv.allocate``. If that fails, stop admitting (never skip ahead to a smaller one).
-       If it succeeds, pop it from ``waiting``, set its status to ``RequestStatus.RUNNING``,
-       append it to ``running``, record ``n`` and take it off the budget.
-    4. Return the dict, in the order you scheduled (it is the order of the batch's rows).
+    * **Budget.** The step's tokens add up to at most ``max_num_batched_tokens``; each request
+      gets what :func:`clamp` allows it from the budget still left when its turn comes. No
+      request is ever scheduled for 0 tokens.
+    * **Running first.** Every request in ``running`` is served, in list order, before anyone is
+      admitted from ``waiting``; rows are the running requests, then this step's admissions.
+      A running request already holds its seat: ``max_num_seqs`` does not apply to it.
+    * **Admission, strictly first come first served.** Only the front of ``waiting`` is ever
+      considered, and only while budget is left and fewer than ``max_num_seqs`` requests are
+      running. Once the front request cannot be admitted, nobody behind it is tried this step.
+    * **Memory.** Every scheduled request, running or admitted, reserves KV slots for exactly
+      the tokens it is scheduled for, with ``kv.allocate(req, n)``. A refusal at admission is
+      an answer (stop admitting; the request stays waiting, holding nothing). A running request
+      that cannot grow would need preemption, which this kata leaves out: raise if it happens.
+    * **Side effects.** An admitted request is popped from ``waiting``, appended to ``running``
+      and becomes ``RequestStatus.RUNNING``. Nothing else changes: ``num_computed_tokens``
+      advances after the forward pass, not here.
 
-    Change nothing else: ``num_computed_tokens`` advances after the forward pass, not here.
+    The course's example: three waiting 8-token prompts under a budget of 10 give
+    ``{"A": 8, "B": 2}`` (B's prefill is chunked, C is not admitted).
     """
     raise NotImplementedError(
-        "schedule_step: running first, then admit waiting FCFS under budget, seats and memory"
+        "schedule_step: who computes this step, and how many tokens each"
     )

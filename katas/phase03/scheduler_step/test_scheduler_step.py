@@ -15,6 +15,7 @@ from pytest_vllm_katas.invariants import (
     assert_same_outputs,
     check_block_pool,
     check_block_tables,
+    check_kv_covers_schedule,
     check_scheduler_step,
 )
 
@@ -53,6 +54,9 @@ def _step(
         max_num_batched_tokens=budget,
         max_num_seqs=seats,
         long_prefill_token_threshold=threshold,
+    )
+    assert isinstance(scheduled, dict), (
+        f"schedule_step returns a dict {{request_id: tokens}}; got {type(scheduled).__name__}"
     )
     return scheduled, run_list, wait_queue, kv
 
@@ -97,7 +101,6 @@ def test_budget_caps_total_tokens(impl) -> None:
         f"three 8-token prompts under a budget of 10 should schedule 8 + 2 + 0 (B's prefill is "
         f"chunked, C is not admitted); got {scheduled}"
     )
-    assert sum(scheduled.values()) == 10
     assert _ids(running) == ["A", "B"] and _ids(waiting) == ["C"], (
         f"A and B were admitted (running), C still waits; got running={_ids(running)}, "
         f"waiting={_ids(waiting)}"
@@ -111,7 +114,11 @@ def test_max_num_seqs_caps_running(impl) -> None:
         f"ten 1-token requests with 4 seats (infinite budget and memory) admit exactly the first "
         f"four; got {list(scheduled)}"
     )
-    assert len(running) == 4 and len(waiting) == 6
+    expected = ([f"R{i}" for i in range(4)], [f"R{i}" for i in range(4, 10)])
+    assert (_ids(running), _ids(waiting)) == expected, (
+        f"R0-R3 move to running, R4-R9 stay waiting; got running={_ids(running)}, "
+        f"waiting={_ids(waiting)}"
+    )
 
 
 def test_seats_already_taken_count_against_max_num_seqs(impl) -> None:
@@ -122,7 +129,9 @@ def test_seats_already_taken_count_against_max_num_seqs(impl) -> None:
     assert list(scheduled) == ["D0", "D1", "D2", "W0"], (
         f"3 running + 4 seats leaves room for one admission; got {list(scheduled)}"
     )
-    assert len(running) == 4
+    assert _ids(running) == ["D0", "D1", "D2", "W0"], (
+        f"W0 joins the three running requests; got running={_ids(running)}"
+    )
 
 
 def test_chunked_prefill_caps_per_request(impl) -> None:
@@ -154,7 +163,9 @@ def test_running_scheduled_before_waiting_admitted(impl) -> None:
     assert list(scheduled) == ["decode", "eager"], (
         f"rows are running requests first, then admissions; got the order {list(scheduled)}"
     )
-    assert _ids(running) == ["decode", "eager"]
+    assert _ids(running) == ["decode", "eager"], (
+        f"eager was admitted behind the running decode; got running={_ids(running)}"
+    )
 
 
 def test_admission_stops_when_memory_exhausted(impl) -> None:
@@ -169,6 +180,40 @@ def test_admission_stops_when_memory_exhausted(impl) -> None:
     assert "B" not in kv.held, f"no partial admission: B must hold no memory, holds {kv.held['B']}"
 
 
+def test_admission_reserves_only_this_steps_chunk(impl) -> None:
+    a, b = _prompt("A", 8), _prompt("B", 8)
+    kv = FakeKV(10)
+    scheduled, running, waiting, _ = _step(impl, waiting=[a, b], kv=kv, budget=10)
+    assert scheduled == {"A": 8, "B": 2}, (
+        f"10 slots and a budget of 10: A takes 8, and B is admitted for the 2-token chunk the "
+        f"budget leaves, which needs only 2 slots (reserving all 8 of B's prompt would not "
+        f"fit); got {scheduled}"
+    )
+    assert kv.held == {"A": 8, "B": 2}, (
+        f"an admission reserves memory for the tokens it schedules this step, not for its whole "
+        f"prompt; got {kv.held}"
+    )
+    assert _ids(running) == ["A", "B"] and not waiting, (
+        f"both are admitted; got running={_ids(running)}, waiting={_ids(waiting)}"
+    )
+
+
+def test_running_requests_reserve_the_tokens_they_schedule(impl) -> None:
+    mid = Req("mid", num_tokens=100, num_computed_tokens=16, status=RequestStatus.RUNNING)
+    decode = _decoding("decode", 8)
+    kv = FakeKV(ROOMY)
+    kv.held.update({"mid": 16, "decode": 8})  # reserved in earlier steps
+    scheduled, *_ = _step(impl, running=[mid, decode], kv=kv, threshold=16)
+    assert scheduled == {"mid": 16, "decode": 1}, (
+        f"the running prefill gets its next 16-token chunk, the decode its 1; got {scheduled}"
+    )
+    assert kv.held == {"mid": 32, "decode": 9}, (
+        f"a running request computes new K/V too, so it reserves exactly the tokens it is "
+        f"scheduled for this step (16 and 1 more): expected {{'mid': 32, 'decode': 9}}, got "
+        f"{kv.held}"
+    )
+
+
 def test_head_of_line_request_blocks_smaller_ones_behind_it(impl) -> None:
     big, small = _prompt("big", 30), _prompt("small", 2)
     kv = FakeKV(20)
@@ -177,7 +222,9 @@ def test_head_of_line_request_blocks_smaller_ones_behind_it(impl) -> None:
         f"the front waiter (30 tokens) does not fit in 20 slots, and nobody may skip past it; "
         f"got {scheduled}"
     )
-    assert _ids(waiting) == ["big", "small"] and running == []
+    assert _ids(waiting) == ["big", "small"] and running == [], (
+        f"nobody is admitted; got running={_ids(running)}, waiting={_ids(waiting)}"
+    )
     tried = [rid for rid, _, _ in kv.calls]
     assert tried == ["big"], f"only the front waiter may be tried; allocate was called for {tried}"
 
@@ -190,7 +237,10 @@ def test_no_admission_once_the_budget_is_spent(impl) -> None:
         f"two decodes spend the whole budget of 2; a waiter must not be admitted for 0 tokens; "
         f"got {scheduled}"
     )
-    assert _ids(waiting) == ["W"] and w.status == RequestStatus.WAITING
+    assert _ids(waiting) == ["W"] and w.status == RequestStatus.WAITING, (
+        f"W stays in waiting with status WAITING; got waiting={_ids(waiting)}, "
+        f"status {w.status.name}"
+    )
     assert "W" not in [rid for rid, _, _ in kv.calls], "with no budget left, stop before allocating"
 
 
@@ -218,7 +268,10 @@ def test_admitted_requests_become_running_in_arrival_order(impl) -> None:
     reqs = [_prompt(name, 3) for name in ("first", "second", "third")]
     scheduled, running, waiting, kv = _step(impl, waiting=reqs)
     assert list(scheduled) == ["first", "second", "third"], f"FCFS order, got {list(scheduled)}"
-    assert _ids(running) == ["first", "second", "third"] and not waiting
+    assert _ids(running) == ["first", "second", "third"] and not waiting, (
+        f"all three move to running in arrival order; got running={_ids(running)}, "
+        f"waiting={_ids(waiting)}"
+    )
     assert [r.status for r in reqs] == [RequestStatus.RUNNING] * 3, (
         f"admitted requests are RUNNING; got {[r.status.name for r in reqs]}"
     )
@@ -297,15 +350,24 @@ WORKLOADS = [
 ]
 
 
-def _drive(engine: LLMEngine, arrivals: Arrivals) -> tuple[list[list[int]], Steps]:
+class Run(NamedTuple):
+    tokens: list[list[int]]  # each request's output tokens, in arrival order
+    steps: Steps  # each step's schedule
+    blocks: Steps  # after each step's schedule: KV blocks held by each request holding any
+
+
+def _drive(engine: LLMEngine, arrivals: Arrivals) -> Run:
     """Run the workload, checking the scheduler's invariants at every step.
 
-    Returns each request's output tokens (in arrival order) and each step's schedule with request
-    ids renamed to arrival indices (ids are process-global, so two engines never share them).
+    Requests are named by arrival index (ids are process-global, so two engines never share
+    them). After every ``schedule()`` — before the forward pass advances any counter — it checks
+    the step against the limits, the pool and block tables for consistency, and that every
+    scheduled request's block table covers ``num_computed_tokens + n`` tokens.
     """
     sched, kv = engine.scheduler, engine.kv_cache_manager
     ids: list[str] = []
     steps: Steps = []
+    blocks: Steps = []
     outputs: dict[str, list[int]] = {}
     schedule = sched.schedule
 
@@ -324,8 +386,15 @@ def _drive(engine: LLMEngine, arrivals: Arrivals) -> tuple[list[list[int]], Step
         assert len(queued) == len(set(queued)), f"a request sits in both queues: {queued}"
         check_block_pool(kv.block_pool)
         check_block_tables(kv.block_pool, kv.req_to_blocks)
+        try:
+            check_kv_covers_schedule(out, kv.req_to_blocks, kv.block_size)
+        except AssertionError as gap:
+            raise AssertionError(f"engine step {len(steps)}: {gap}") from None
         assert not out.preempted_req_ids, "this workload must never need preemption"
         steps.append({ids.index(rid): n for rid, n in out.num_scheduled_tokens.items()})
+        blocks.append(
+            {ids.index(rid): len(table) for rid, table in kv.req_to_blocks.items() if table}
+        )
         return out
 
     sched.schedule = checked_schedule  # type: ignore[method-assign]
@@ -340,7 +409,14 @@ def _drive(engine: LLMEngine, arrivals: Arrivals) -> tuple[list[list[int]], Step
         step += 1
         if step > 300:
             raise AssertionError(f"the workload did not finish in 300 steps; last: {steps[-3:]}")
-    return [outputs[rid] for rid in ids], steps
+    return Run([outputs[rid] for rid in ids], steps, blocks)
+
+
+def _first_difference(expected: Steps, got: Steps) -> int:
+    return next(
+        (i for i, (e, g) in enumerate(zip(expected, got, strict=False)) if e != g),
+        min(len(expected), len(got)),
+    )
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
@@ -350,22 +426,25 @@ def test_your_step_drives_the_engine_token_for_token(impl, workload: Workload) -
         scheduler_cls=scheduler_driven_by(impl.schedule_step),
         **workload.engine_kwargs,
     )
-    my_tokens, my_steps = _drive(mine, workload.arrivals)
-    stock = LLMEngine(enable_caching=False, **workload.engine_kwargs)
-    stock_tokens, stock_steps = _drive(stock, workload.arrivals)
-    assert workload.binds(stock_steps), (
+    yours = _drive(mine, workload.arrivals)
+    stock = _drive(LLMEngine(enable_caching=False, **workload.engine_kwargs), workload.arrivals)
+    assert workload.binds(stock.steps), (
         f"test bug: this workload no longer exercises {workload.what}; stock schedule "
-        f"{stock_steps[:4]}"
+        f"{stock.steps[:4]}"
     )
-    assert_same_outputs(stock_tokens, my_tokens, labels=("stock", "yours"))
-    first_diff = next(
-        (i for i, (s, m) in enumerate(zip(stock_steps, my_steps, strict=False)) if s != m),
-        min(len(stock_steps), len(my_steps)),
+    assert_same_outputs(stock.tokens, yours.tokens, labels=("stock", "yours"))
+    i = _first_difference(stock.steps, yours.steps)
+    assert yours.steps == stock.steps, (
+        f"same tokens, but the schedule departs from mini_vllm's at step {i} "
+        f"(requests named by arrival index): stock {stock.steps[i : i + 2]}, "
+        f"yours {yours.steps[i : i + 2]}"
     )
-    assert my_steps == stock_steps, (
-        f"same tokens, but the schedule departs from mini_vllm's at step {first_diff} "
-        f"(requests named by arrival index): stock {stock_steps[first_diff : first_diff + 2]}, "
-        f"yours {my_steps[first_diff : first_diff + 2]}"
+    i = _first_difference(stock.blocks, yours.blocks)
+    assert yours.blocks == stock.blocks, (
+        f"same schedule, but after step {i}'s scheduling the requests hold different numbers of "
+        f"KV blocks (arrival index: blocks): stock {stock.blocks[i]}, yours {yours.blocks[i]}. "
+        "Each scheduled request reserves slots for exactly the tokens it computes this step, "
+        "no more and no fewer"
     )
 
 
