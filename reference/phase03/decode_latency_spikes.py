@@ -29,6 +29,14 @@ def decode_step_costs(
     engine = LLMEngine(
         long_prefill_token_threshold=threshold, max_num_batched_tokens=max_num_batched_tokens
     )
+    outputs: list[SchedulerOutput] = []
+    schedule = engine.scheduler.schedule
+
+    def probe() -> SchedulerOutput:
+        out = schedule()
+        outputs.append(out)
+        return out
+
     greedy = dict(temperature=0.0, ignore_eos=True)
     victim = engine.add_request(VICTIM_PROMPT, SamplingParams(max_tokens=max_tokens, **greedy))
     # The victim must already be streaming when the long prompt lands: step until its first
@@ -41,14 +49,7 @@ def decode_step_costs(
         LONG_PROMPT_TOKEN * long_prompt_len,
         SamplingParams(max_tokens=LONG_PROMPT_MAX_TOKENS, **greedy),
     )
-    outputs: list[SchedulerOutput] = []
-    schedule = engine.scheduler.schedule
-
-    def probe() -> SchedulerOutput:
-        out = schedule()
-        outputs.append(out)
-        return out
-
+    # Measure from the arrival on: the victim's own prefill step is not part of its stream.
     engine.scheduler.schedule = probe  # type: ignore[method-assign]
     while victim not in finished:
         for request in engine.step():

@@ -7,14 +7,29 @@ from typing import Any
 from katas.phase17.run_cpu_vllm.scaffold import GiB, PlatformDecisions
 
 
+def decode_step_bytes(n_params: float, dtype_bytes: float) -> float:
+    """Bytes one decode step streams from memory: every weight, once."""
+    return n_params * dtype_bytes
+
+
 def decode_tokens_per_second(
     n_params: float, dtype_bytes: float, mem_bandwidth: float, batch: int = 1
 ) -> float:
     """The memory-bandwidth ceiling on decode speed, in tokens per second across the batch."""
-    weight_bytes = n_params * dtype_bytes
     # One step reads every weight once and serves the whole batch: steps/s is fixed by the
     # bandwidth, tokens/s grows with the batch until the step turns compute-bound.
-    return mem_bandwidth / weight_bytes * batch
+    return mem_bandwidth / decode_step_bytes(n_params, dtype_bytes) * batch
+
+
+def roofline_fraction(measured_tok_s: float, ceiling_tok_s: float) -> float:
+    """How much of the bandwidth ceiling a measured decode speed reaches (1.0 = all of it)."""
+    if not ceiling_tok_s > 0:
+        raise ValueError(f"a roofline ceiling must be positive, got {ceiling_tok_s} tok/s")
+    if measured_tok_s < 0:
+        raise ValueError(f"a measured speed cannot be negative, got {measured_tok_s} tok/s")
+    # Above 1.0 is reported, not refused: it means the roofline's inputs are wrong (a bandwidth
+    # measured on a busy machine, say), which is worth seeing, not hiding.
+    return measured_tok_s / ceiling_tok_s
 
 
 def kv_cache_space_bytes(value: str | None) -> int | None:

@@ -29,23 +29,25 @@ def decode_step_costs(
 ) -> SpikeProfile:
     """Stage a long prompt landing on a decoding request; return what the victim went through.
 
-    Recipe (greedy everywhere: ``temperature=0.0, ignore_eos=True``):
+    The experiment, on a fresh ``LLMEngine(long_prefill_token_threshold=threshold,
+    max_num_batched_tokens=max_num_batched_tokens)``, every request greedy
+    (``temperature=0.0``) and run to exactly its ``max_tokens`` (``ignore_eos=True``):
 
-    1. ``LLMEngine(long_prefill_token_threshold=threshold,
-       max_num_batched_tokens=max_num_batched_tokens)``.
-    2. Add the victim: ``VICTIM_PROMPT`` with ``max_tokens``. Step the engine until the victim
-       has its first output token (``engine.get_request(id).output_token_ids``): it is now
-       decoding. These steps are not measured.
-    3. Add the long request: ``LONG_PROMPT_TOKEN * long_prompt_len`` with
-       ``max_tokens=LONG_PROMPT_MAX_TOKENS``.
-    4. Wrap ``engine.scheduler.schedule`` with a probe that calls the original, keeps the
-       ``SchedulerOutput`` and returns it unchanged. Step until the victim finishes (it comes
-       back in the list ``engine.step()`` returns).
-    5. ``costs``: for each recorded step that scheduled the victim, that step's
-       ``total_num_scheduled_tokens``. ``num_steps``: how many steps you recorded.
+    - the victim, ``VICTIM_PROMPT`` with ``max_tokens``, is admitted and has its first output
+      token (it is decoding) before anything else arrives;
+    - then the long request arrives: ``LONG_PROMPT_TOKEN * long_prompt_len`` with
+      ``max_tokens=LONG_PROMPT_MAX_TOKENS``;
+    - every engine step from that arrival until the step in which the victim finishes is
+      measured. The steps before the arrival are not.
 
-    Return ``SpikeProfile(costs, victim's output_token_ids, num_steps)``. Raise ``ValueError``
-    when ``max_tokens < 2``: a victim that finishes in its first step is never decoding.
+    Returns ``SpikeProfile(costs, victim_output_token_ids, num_steps)``: ``costs`` has, for each
+    measured step that scheduled the victim, the total number of tokens scheduled in that step
+    (everyone's); ``victim_output_token_ids`` is the victim's whole output; ``num_steps`` counts
+    the measured steps. Example (defaults): threshold 0 gives costs ``[257, 2, 1 x 13]``,
+    threshold 32 gives ``[33 x 8, 2, 1 x 6]``.
+
+    Raises ``ValueError`` when ``max_tokens < 2``: a victim that finishes in its first step is
+    never decoding.
     """
     raise NotImplementedError(
         "decode_step_costs: victim decoding, long prompt arrives, record each victim step's total"
@@ -53,8 +55,9 @@ def decode_step_costs(
 
 
 def spike_ratio(costs: Sequence[int]) -> float:
-    """How much longer the victim's worst step is than its calmest: ``max(costs) / min(costs)``.
+    """How many times longer the victim's worst step is than its calmest, as a float.
 
-    Raise ``ValueError`` for an empty list or a cost that is not positive.
+    ``[257, 2, 1, ...]`` gives 257.0 and ``[33, ..., 2, 1, ...]`` gives 33.0. Raises
+    ``ValueError`` for an empty list or a cost that is not positive.
     """
-    raise NotImplementedError("spike_ratio: max(costs) / min(costs), ValueError when empty")
+    raise NotImplementedError("spike_ratio: the worst step relative to the calmest one")

@@ -40,9 +40,11 @@ class Platform:
     def kv_cache_bytes(self, device_memory_bytes: int, setting: float) -> int:
         """The bytes the KV cache may take, read through this platform's knob.
 
-        ``"absolute_gib"``: ``setting`` whole GiB (``int(setting) * GiB``), whatever the device
-        memory. ``"memory_fraction"``: ``int(device_memory_bytes * setting)``. Any other knob
-        raises ``ValueError``.
+        ``"absolute_gib"``: ``setting`` counts whole GiB, whatever the device memory (a fraction
+        of a GiB is dropped: 2.5 means 2 GiB, like the integer ``VLLM_CPU_KVCACHE_SPACE``).
+        ``"memory_fraction"``: that share of ``device_memory_bytes``, in whole bytes rounded
+        down (0.5 of 24 GiB is 12 GiB). Any other knob raises ``ValueError`` naming it: there is
+        no sensible default size for a KV cache.
         """
         raise NotImplementedError("Platform.kv_cache_bytes: GiB knob or fraction of memory")
 
