@@ -19,17 +19,21 @@ from mini_vllm.block_pool import BlockHash, KVCacheBlock
 
 
 def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
-    """Return the hash of one full block, chained onto its parent block's hash.
+    """Return the ``int`` hash of one full block, chained onto its parent block's hash.
 
-    Hash the pair ``(parent_hash, the block's tokens as a tuple of ints)`` with Python's
-    ``hash``. Putting the parent inside is what makes a hit on block k mean that blocks
-    0..k all match: ``ab|cd`` and ``xy|cd`` must give the second block different hashes.
+    ``parent_hash`` is the hash of the block before this one, or None for the first block of
+    a sequence; ``token_ids`` are this block's tokens (a list or a tuple: the same tokens give
+    the same hash either way).
 
-    ``parent_hash`` is None for the first block of a sequence: hash a fixed int (say 0) in
-    its place. The result must be the same in every process, and Python salts the hash of a
-    ``str`` per process, and before 3.12 derives ``hash(None)`` from None's memory address.
+    Contract:
+
+    - chained: the same tokens under a different parent hash to a different value, so a hit
+      on block k means blocks 0..k all match (``cd`` after ``ab`` is not ``cd`` after ``xy``);
+    - order matters inside a block: ``[3, 4]`` and ``[4, 3]`` differ;
+    - the same in every Python process. Python salts the hash of a ``str`` (and ``bytes``) per
+      process, and before 3.12 ``hash(None)`` changes from run to run too.
     """
-    raise NotImplementedError("hash_block_tokens: hash((parent_hash, tuple(token_ids)))")
+    raise NotImplementedError("hash_block_tokens: the chained hash of one full block")
 
 
 class FreeKVCacheBlockQueue:
@@ -52,28 +56,35 @@ class FreeKVCacheBlockQueue:
             self.append(block)
 
     def popleft(self) -> KVCacheBlock:
-        """Remove and return the front block (the one after ``_head``).
+        """Remove and return the front block (the next eviction candidate).
 
-        Raise ``ValueError`` when the queue is empty (the front is ``_tail``).
+        Raises ``ValueError`` when the queue is empty. The returned block is unlinked: its
+        ``prev_free`` and ``next_free`` are None.
         """
-        raise NotImplementedError("popleft: unlink and return the block after _head")
+        raise NotImplementedError("popleft: take the front block out of the queue")
 
     def remove(self, block: KVCacheBlock) -> None:
-        """Unlink ``block`` from anywhere in the queue in O(1).
+        """Take ``block`` out of the queue, wherever it sits, in O(1).
 
-        Point its two neighbours at each other, set the block's own ``prev_free`` and
-        ``next_free`` to None (None links mean "not in the queue"), and keep
-        ``num_free_blocks`` exact. Never walk the list.
+        The cost must not depend on the queue's length (no walk). Afterwards the other blocks
+        keep their order, ``block.prev_free`` and ``block.next_free`` are None ("not in the
+        queue"), and ``num_free_blocks`` is one less.
         """
-        raise NotImplementedError("remove: relink the block's two neighbours, O(1)")
+        raise NotImplementedError("remove: take a block out of the middle of the queue, O(1)")
 
     def append(self, block: KVCacheBlock) -> None:
-        """Link ``block`` in at the back, just before ``_tail``; count it."""
-        raise NotImplementedError("append: link the block in just before _tail")
+        """Put ``block`` at the back: it is evicted after every block already queued.
+
+        ``num_free_blocks`` is one more afterwards.
+        """
+        raise NotImplementedError("append: put a block at the back of the queue")
 
     def get_all_free_blocks(self) -> list[KVCacheBlock]:
-        """Every block in the queue, front to back (walk from ``_head`` to ``_tail``)."""
-        raise NotImplementedError("get_all_free_blocks: walk next_free from _head to _tail")
+        """Every block in the queue, front to back, as a list; never the sentinels.
+
+        For tests and checkers: this one may be O(n).
+        """
+        raise NotImplementedError("get_all_free_blocks: list the queued blocks, front to back")
 
     def __len__(self) -> int:
         return self.num_free_blocks
@@ -101,49 +112,54 @@ class BlockPool:
         self.null_block.is_null = True
 
     def get_num_free_blocks(self) -> int:
-        """How many blocks sit in the free queue (O(1): read the queue's counter)."""
-        raise NotImplementedError("get_num_free_blocks: the free queue's num_free_blocks")
+        """How many blocks sit in the free queue, in O(1)."""
+        raise NotImplementedError("get_num_free_blocks: count the free blocks")
 
     def get_usage(self) -> float:
         """Fraction of the usable blocks in use: 0.0 when all are free, 1.0 when none are.
 
-        The null block is not usable: leave it out of the denominator (``num_blocks - 1``).
+        The null block is not usable and never counts. With 4 usable blocks, holding 2 reads
+        0.5 and holding 3 reads 0.75.
         """
-        raise NotImplementedError("get_usage: 1 - free / (num_blocks - 1)")
+        raise NotImplementedError("get_usage: the fraction of usable blocks in use")
 
     def get_new_blocks(self, num_blocks: int) -> list[KVCacheBlock]:
-        """Hand out ``num_blocks`` blocks from the front of the free queue.
+        """Hand out ``num_blocks`` blocks from the front of the free queue, in queue order.
 
-        First, if fewer are free, raise ``ValueError`` and change nothing. Then for each: pop
-        it, evict whatever it still caches (``_maybe_evict``), check its ``ref_cnt`` is 0, set
-        it to 1. Return them in the order popped.
+        Each comes back with ``ref_cnt`` 1 and no cached content: a block that was still a
+        prefix-cache entry while it waited in the queue is evicted now (lazy eviction), so no
+        later lookup finds it. Raises ``ValueError``, and changes nothing, when fewer than
+        ``num_blocks`` blocks are free.
         """
-        raise NotImplementedError("get_new_blocks: popleft, _maybe_evict, ref_cnt = 1")
+        raise NotImplementedError("get_new_blocks: hand out blocks from the free queue")
 
     def _maybe_evict(self, block: KVCacheBlock) -> bool:
         """Forget ``block``'s cached content; return True if it had any.
 
-        If it has a hash: delete the index entry *only if the index maps that hash to this
-        very block* (a twin block may own the entry), then ``block.reset_hash()``.
+        Afterwards the block has no hash and no index entry points at it. An entry for the
+        same hash that belongs to another block (a twin) is not this block's to drop.
         """
-        raise NotImplementedError("_maybe_evict: drop this block's index entry and its hash")
+        raise NotImplementedError("_maybe_evict: forget what this block caches")
 
     def touch(self, blocks: Iterable[KVCacheBlock]) -> None:
         """Take one more reference on each block (a prefix-cache hit adopting it).
 
-        A block with ``ref_cnt == 0`` is sitting in the free queue as an eviction candidate:
-        ``remove`` it first (revival, O(1)). Skip the null block.
+        A block nobody held was waiting in the free queue as an eviction candidate; once
+        touched it is held, so it must no longer be in the queue (I1), and getting it out
+        costs O(1). It keeps its hash. The null block is ignored.
         """
-        raise NotImplementedError("touch: remove free blocks from the queue, then ref_cnt += 1")
+        raise NotImplementedError("touch: take a reference on each block (revive free ones)")
 
     def free_blocks(self, ordered_blocks: Iterable[KVCacheBlock]) -> None:
         """Drop one reference on each block, in the order given.
 
-        A block that reaches 0 is appended to the back of the free queue, so the caller's order
-        becomes the eviction order. It keeps its hash: it stays findable until it is reused.
-        Skip the null block; raise ``ValueError`` for a block whose ``ref_cnt`` is already 0.
+        A block still held by someone else stays out of the queue. A block nobody holds any
+        more joins the back of the free queue; blocks freed together join in the order given,
+        which makes the caller's order the eviction order. A freed block keeps its hash and
+        stays findable until it is reused (I4). The null block is ignored; a block whose
+        ``ref_cnt`` is already 0 raises ``ValueError``.
         """
-        raise NotImplementedError("free_blocks: ref_cnt -= 1; at 0, append to the free queue")
+        raise NotImplementedError("free_blocks: drop a reference on each block")
 
     def cache_full_blocks(
         self, blocks: Sequence[KVCacheBlock], block_hashes: Sequence[BlockHash]
@@ -156,8 +172,8 @@ class BlockPool:
         the existing entry and leave this block unhashed: the pool never swaps a request's
         block for its twin. Otherwise set ``block.block_hash`` and add the index entry.
         """
-        raise NotImplementedError("cache_full_blocks: set block_hash and index hash -> block")
+        raise NotImplementedError("cache_full_blocks: register full blocks in the index")
 
     def get_cached_block(self, block_hash: BlockHash) -> KVCacheBlock | None:
         """The block indexed under ``block_hash``, or None."""
-        raise NotImplementedError("get_cached_block: look the hash up in the index")
+        raise NotImplementedError("get_cached_block: find the block cached under a hash")

@@ -7,6 +7,7 @@ breaks a rule, with the rule's name in the message.
 
 from __future__ import annotations
 
+import linecache
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from hypothesis.stateful import (
 
 import mini_vllm
 from mini_vllm import KVCacheBlock, KVCacheManager, LLMEngine, Request, SamplingParams
+from pytest_vllm_katas import expect_raises
 from pytest_vllm_katas.invariants import (
     assert_same_outputs,
     check_block_pool,
@@ -43,8 +45,22 @@ def ids(blocks) -> list[int]:
     return [b.block_id for b in blocks]
 
 
+def link_ids(block) -> tuple:
+    """(prev_free, next_free) of ``block`` as ids (None where unlinked), for messages."""
+    return tuple(None if b is None else b.block_id for b in (block.prev_free, block.next_free))
+
+
 def free_ids(pool) -> list[int]:
     return ids(pool.free_queue.get_all_free_blocks())
+
+
+def take_one(pool):
+    """``pool.get_new_blocks(1)``'s one block, or a failure saying what came back instead."""
+    got = pool.get_new_blocks(1)
+    assert isinstance(got, list) and len(got) == 1, (
+        f"get_new_blocks(1) returns a list of one block, got {got!r}"
+    )
+    return got[0]
 
 
 def checked(pool, tables=None):
@@ -94,7 +110,8 @@ def test_popleft_takes_the_front_and_unlinks_it(impl) -> None:
     first = queue.popleft()
     assert first is blocks[0], f"popleft should return the front block 0, got {first.block_id}"
     assert first.prev_free is None and first.next_free is None, (
-        "a popped block must have prev_free and next_free reset to None"
+        f"a popped block must have prev_free and next_free reset to None, got "
+        f"{link_ids(first)}"
     )
     assert ids(queue.get_all_free_blocks()) == [1, 2, 3] and queue.num_free_blocks == 3, (
         f"after one popleft the queue should be [1, 2, 3] with num_free_blocks 3; got "
@@ -105,9 +122,11 @@ def test_popleft_takes_the_front_and_unlinks_it(impl) -> None:
 def test_popleft_on_an_empty_queue_raises_value_error(impl) -> None:
     queue = impl.FreeKVCacheBlockQueue([KVCacheBlock(block_id=7)])
     queue.popleft()
-    with pytest.raises(ValueError):
+    with expect_raises(ValueError, "popleft on an empty queue has no block to give"):
         queue.popleft()
-    assert queue.num_free_blocks == 0, "a failed popleft must not change num_free_blocks"
+    assert queue.num_free_blocks == 0, (
+        f"a failed popleft must not change num_free_blocks: 0, got {queue.num_free_blocks}"
+    )
 
 
 def test_append_goes_to_the_back(impl) -> None:
@@ -133,11 +152,13 @@ def test_remove_keeps_the_rest_in_order(impl, position: str) -> None:
     )
     assert queue.num_free_blocks == 4, f"num_free_blocks should be 4, got {queue.num_free_blocks}"
     assert blocks[victim].prev_free is None and blocks[victim].next_free is None, (
-        "a removed block must have prev_free and next_free reset to None"
+        f"a removed block must have prev_free and next_free reset to None, got "
+        f"{link_ids(blocks[victim])}"
     )
     queue.append(blocks[victim])
     assert ids(queue.get_all_free_blocks()) == [*expected, victim], (
-        "a removed block can be appended again, at the back"
+        f"a removed block can be appended again, at the back: expected {[*expected, victim]}, "
+        f"got {ids(queue.get_all_free_blocks())}"
     )
 
 
@@ -166,7 +187,8 @@ def test_free_queue_o1_middle_removal(impl) -> None:
 def test_prefix_hash_is_chained(impl) -> None:
     cd = [3, 4]
     first = impl.hash_block_tokens(None, cd)
-    assert impl.hash_block_tokens(None, cd) == first, "the same block must hash the same twice"
+    again = impl.hash_block_tokens(None, cd)
+    assert again == first, f"the same block must hash the same twice, got {first} then {again}"
     assert impl.hash_block_tokens(None, tuple(cd)) == first, (
         "a list and a tuple of the same tokens must hash the same"
     )
@@ -176,33 +198,46 @@ def test_prefix_hash_is_chained(impl) -> None:
         "the block [3, 4] after [1, 2] must not hash like [3, 4] after [9, 9]: put the parent's "
         "hash inside, or a request inherits KV computed under a different prefix"
     )
-    assert impl.hash_block_tokens(None, [4, 3]) != first, "token order inside a block matters"
+    assert impl.hash_block_tokens(None, [4, 3]) != first, (
+        "token order inside a block matters: [3, 4] and [4, 3] hashed the same"
+    )
     assert isinstance(first, int), f"a block hash is an int, got {type(first).__name__}"
+
+
+# Runs the module under test from its source text (the learner's file, the reference, or a
+# variant compiled in memory alike) and prints one chained hash.
+HASH_IN_A_FRESH_PROCESS = """
+import sys
+sys.path.insert(0, ".")
+namespace = {"__name__": "hashed_elsewhere"}
+exec(compile(sys.stdin.read(), "module_under_test", "exec"), namespace)
+t = [104, 101, 108, 108]
+h = namespace["hash_block_tokens"]
+print(h(h(None, t), t))
+"""
 
 
 def test_hash_is_the_same_in_every_process(impl) -> None:
     tokens = [104, 101, 108, 108]
     here = impl.hash_block_tokens(impl.hash_block_tokens(None, tokens), tokens)
-    script = (
-        "import sys; sys.path.insert(0, '.'); import importlib; "
-        f"m = importlib.import_module({impl.__name__!r}); t = {tokens!r}; "
-        "print(m.hash_block_tokens(m.hash_block_tokens(None, t), t))"
-    )
+    source = "".join(linecache.getlines(impl.__file__))
+    assert source, f"test setup: cannot read the source of {impl.__name__}"
     seen = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         done = subprocess.run(
-            [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=60,
+            [sys.executable, "-c", HASH_IN_A_FRESH_PROCESS], input=source, cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=60,
         )
         assert done.returncode == 0, (
-            f"could not run hash_block_tokens in a subprocess:\n{done.stderr}"
+            f"could not run hash_block_tokens in a fresh process:\n{done.stderr[-2000:]}"
         )
         seen.add(int(done.stdout.strip()))
     assert seen == {here}, (
-        f"hash_block_tokens gave {sorted(seen)} in fresh processes and {here} here: hash only "
-        "ints and tuples of ints (Python salts the hash of a str per process, and before 3.12 "
-        "hash(None) is an address: give the first block a fixed int parent instead of None)"
+        f"the same two blocks hashed to {sorted(seen)} in fresh processes (PYTHONHASHSEED 1 and "
+        f"2) and to {here} here: hash only ints and tuples of ints (Python salts the hash of a "
+        "str or bytes per process, and before 3.12 hash(None) is derived from an address: give "
+        "the first block a fixed int parent instead of None)"
     )
 
 
@@ -212,7 +247,7 @@ def test_hash_is_the_same_in_every_process(impl) -> None:
 def test_new_pool_reserves_block_zero_as_the_null_block(impl) -> None:
     pool = checked(impl.BlockPool(num_blocks=6))
     assert pool.null_block.block_id == 0 and pool.null_block.is_null, (
-        "block 0 is the null block (is_null=True)"
+        f"block 0 is the null block (is_null=True), got {pool.null_block}"
     )
     assert free_ids(pool) == [1, 2, 3, 4, 5], (
         f"a new pool's queue holds blocks 1..5 in id order, got {free_ids(pool)}"
@@ -235,7 +270,7 @@ def test_get_new_blocks_pops_from_the_front_with_one_reference(impl) -> None:
 def test_get_new_blocks_beyond_free_raises_and_changes_nothing(impl) -> None:
     pool = impl.BlockPool(num_blocks=4)
     held = pool.get_new_blocks(1)
-    with pytest.raises(ValueError):
+    with expect_raises(ValueError, "3 blocks were asked for and only 2 are free"):
         pool.get_new_blocks(3)
     assert free_ids(pool) == [2, 3] and pool.get_num_free_blocks() == 2, (
         f"a refused allocation must take nothing: expected free [2, 3], got {free_ids(pool)}"
@@ -251,32 +286,39 @@ def test_free_blocks_appends_in_the_order_given(impl) -> None:
         f"freeing [3, 2, 1] appends them in that order behind the untouched blocks: expected "
         f"[4, 5, 6, 7, 3, 2, 1], got {free_ids(pool)}"
     )
-    assert all(b.ref_cnt == 0 for b in got), "freed blocks are back to ref_cnt 0"
+    assert all(b.ref_cnt == 0 for b in got), (
+        f"freed blocks are back to ref_cnt 0, got {[b.ref_cnt for b in got]}"
+    )
     checked(pool, {})
 
 
 def test_a_shared_block_stays_out_of_the_queue_until_its_last_holder_frees_it(impl) -> None:
     pool = impl.BlockPool(num_blocks=4)
-    (block,) = pool.get_new_blocks(1)
+    block = take_one(pool)
     pool.touch([block])
     assert block.ref_cnt == 2, f"touch on a held block adds a reference: 2, got {block.ref_cnt}"
     pool.free_blocks([block])
     assert block.ref_cnt == 1 and block.block_id not in free_ids(pool), (
-        "after one of two holders frees it the block has ref_cnt 1 and stays out of the queue (I1)"
+        f"after one of two holders frees it the block has ref_cnt 1 and stays out of the queue "
+        f"(I1); got ref_cnt {block.ref_cnt}, free queue {free_ids(pool)}"
     )
     checked(pool, {"b": [block]})
     pool.free_blocks([block])
-    assert free_ids(pool)[-1] == block.block_id, "the last free puts it at the back of the queue"
+    assert free_ids(pool)[-1:] == [block.block_id], (
+        f"the last free puts block {block.block_id} at the back of the queue, got {free_ids(pool)}"
+    )
     checked(pool, {})
 
 
 def test_freeing_a_free_block_raises_value_error(impl) -> None:
     pool = impl.BlockPool(num_blocks=4)
-    (block,) = pool.get_new_blocks(1)
+    block = take_one(pool)
     pool.free_blocks([block])
-    with pytest.raises(ValueError):
+    with expect_raises(ValueError, "the block's ref_cnt is already 0: this free has no holder"):
         pool.free_blocks([block])
-    assert free_ids(pool).count(block.block_id) == 1, "a double free must not queue a block twice"
+    assert free_ids(pool).count(block.block_id) == 1, (
+        f"a double free must not queue a block twice, got free queue {free_ids(pool)}"
+    )
     checked(pool, {})
 
 
@@ -301,27 +343,37 @@ def test_null_block_is_never_handed_out_freed_queued_or_cached(impl) -> None:
     pool.free_blocks([null])
     pool.touch([null])
     pool.cache_full_blocks([null], [impl.hash_block_tokens(None, [1])])
-    assert null.block_id not in free_ids(pool), "the null block must never enter the free queue"
+    assert null.block_id not in free_ids(pool), (
+        f"the null block must never enter the free queue, got {free_ids(pool)}"
+    )
     assert pool.get_cached_block(impl.hash_block_tokens(None, [1])) is None, (
         "the null block must never be cached"
     )
-    assert pool.get_num_free_blocks() == 3, "free/touch on the null block must change no count"
+    assert pool.get_num_free_blocks() == 3 and null.ref_cnt == 0, (
+        f"free/touch on the null block must change no count: 3 free and null ref_cnt 0, got "
+        f"{pool.get_num_free_blocks()} free and null ref_cnt {null.ref_cnt}"
+    )
     handed = pool.get_new_blocks(3)
-    assert null not in handed, "the null block must never be handed out"
+    assert null not in handed, f"the null block must never be handed out, got {ids(handed)}"
     checked(pool, {"a": handed})
 
 
 def test_identical_content_is_never_deduplicated(impl) -> None:
     pool = impl.BlockPool(num_blocks=5)
-    (a,) = pool.get_new_blocks(1)
-    (b,) = pool.get_new_blocks(1)
+    a = take_one(pool)
+    b = take_one(pool)
     h = impl.hash_block_tokens(None, [1, 2, 3, 4])
     pool.cache_full_blocks([a], [h])
     pool.cache_full_blocks([b], [h])
     assert a is not b and (a.ref_cnt, b.ref_cnt) == (1, 1), (
-        "two requests that wrote the same tokens keep two different blocks (I2)"
+        f"two requests that wrote the same tokens keep two different blocks (I2), each with "
+        f"ref_cnt 1; got blocks {a.block_id} and {b.block_id} with {a.ref_cnt} and {b.ref_cnt}"
     )
-    assert pool.get_cached_block(h) is a, "the first block registered keeps the index entry"
+    owner = pool.get_cached_block(h)
+    assert owner is a, (
+        f"the first block registered (block {a.block_id}) keeps the index entry, got "
+        f"{None if owner is None else owner.block_id}"
+    )
     assert b.block_hash is None, (
         f"the twin of an indexed block stays unhashed (one block per hash), got {b.block_hash}"
     )
@@ -330,7 +382,7 @@ def test_identical_content_is_never_deduplicated(impl) -> None:
 
 def test_cache_full_blocks_skips_blocks_that_already_have_a_hash(impl) -> None:
     pool = impl.BlockPool(num_blocks=4)
-    (block,) = pool.get_new_blocks(1)
+    block = take_one(pool)
     first, second = impl.hash_block_tokens(None, [1]), impl.hash_block_tokens(None, [2])
     pool.cache_full_blocks([block], [first])
     pool.cache_full_blocks([block], [second])
@@ -372,14 +424,18 @@ def test_touch_revives_a_cached_free_block_from_the_middle(impl) -> None:
     pool.free_blocks(blocks)
     assert free_ids(pool) == [4, 5, 1, 2, 3], f"setup: queue [4, 5, 1, 2, 3], got {free_ids(pool)}"
     hit = pool.get_cached_block(hashes[1])
-    assert hit is blocks[1] and hit.ref_cnt == 0, "the hit is block 2, free and still cached"
+    assert hit is blocks[1] and hit.ref_cnt == 0, (
+        f"the hit is block 2, free (ref_cnt 0) and still cached; got {hit}"
+    )
     pool.touch([hit])
     assert hit.ref_cnt == 1, f"touch takes a reference: ref_cnt 1, got {hit.ref_cnt}"
     assert free_ids(pool) == [4, 5, 1, 3], (
         f"touch pulls the block out of the middle of the queue: expected [4, 5, 1, 3], got "
         f"{free_ids(pool)}"
     )
-    assert pool.get_cached_block(hashes[1]) is hit, "a revived block stays cached"
+    assert pool.get_cached_block(hashes[1]) is hit, (
+        f"a revived block stays cached, got {pool.get_cached_block(hashes[1])}"
+    )
     checked(pool, {"reviver": [hit]})
 
 
@@ -391,10 +447,13 @@ def test_reusing_a_cached_free_block_evicts_its_index_entry(impl) -> None:
     pool.free_blocks(blocks)
     reused = pool.get_new_blocks(2)
     assert blocks[0] in reused and blocks[0].block_hash is None, (
-        "get_new_blocks must clear the hash of a cached block it hands out (lazy eviction)"
+        f"get_new_blocks must clear the hash of a cached block it hands out (lazy eviction); "
+        f"handed out {ids(reused)}, block 1 now {blocks[0]}"
     )
-    assert pool.get_cached_block(h) is None, (
-        "the index entry must go with it, or a later prompt 'hits' KV that is being overwritten"
+    stale = pool.get_cached_block(h)
+    assert stale is None, (
+        f"the index entry must go with it, or a later prompt 'hits' KV that is being "
+        f"overwritten; the index still maps the hash to {stale}"
     )
     checked(pool, {"a": reused})
 
@@ -434,7 +493,9 @@ def test_partial_blocks_are_never_cached(impl) -> None:
     request.append_output_token(1)
     request.append_output_token(2)
     kv.allocate_slots(request, 2)
-    assert table[2].block_hash is not None, "the third block is cached the moment it is full"
+    assert table[2].block_hash is not None, (
+        "the third block is cached the moment its 12th token makes it full; it has no hash"
+    )
     checked(kv.block_pool, kv.req_to_blocks)
 
 
@@ -463,7 +524,8 @@ class PoolAgainstMiniVllm(RuleBasedStateMachine):
     @rule(n=st.integers(min_value=1, max_value=4))
     def allocate(self, n: int) -> None:
         if n > self.model.get_num_free_blocks():
-            with pytest.raises(ValueError):
+            with expect_raises(ValueError, f"get_new_blocks({n}) with only "
+                               f"{self.model.get_num_free_blocks()} blocks free"):
                 self.pool.get_new_blocks(n)
             return
         got = ids(self.pool.get_new_blocks(n))

@@ -47,7 +47,9 @@ def test_course_workload_contiguous_admits_8_and_wastes_3840(impl) -> None:
         f"wasted; got admitted={got.admitted} rejected={got.rejected} wasted={got.wasted}"
     )
     assert got.used == 256, f"8 requests x 32 slots = 256 slots hold KV, got used={got.used}"
-    assert round(got.wasted / 4096, 2) == 0.94, "the course's headline: 94% of the pool wasted"
+    assert round(got.wasted / 4096, 2) == 0.94, (
+        f"the course's headline: 94% of the pool wasted, got {got.wasted / 4096:.0%}"
+    )
 
 
 def test_course_workload_paged_admits_all_64_and_wastes_nothing(impl) -> None:
@@ -95,7 +97,10 @@ def test_paged_admits_until_the_pool_is_full(impl, arrivals: int, paged_admitted
         f"admits min({arrivals}, 256 blocks / 2) = {paged_admitted}; got "
         f"{contiguous.admitted} and {paged.admitted}"
     )
-    assert paged.admitted + paged.rejected == arrivals, "every arrival is admitted or rejected"
+    assert paged.admitted + paged.rejected == arrivals, (
+        f"every one of the {arrivals} arrivals is admitted or rejected, got "
+        f"{paged.admitted} + {paged.rejected}"
+    )
 
 
 # -- the waste arithmetic, on other workloads ------------------------------------------------
@@ -127,7 +132,8 @@ def test_paged_waste_is_under_one_block_per_request(impl, block_size: int) -> No
         f"wasted={got.wasted}"
     )
     assert got.wasted < block_size * got.admitted or got.wasted == 0, (
-        "paged waste is below one block per admitted request"
+        f"paged waste is below one block per admitted request: under {block_size} x "
+        f"{got.admitted}, got {got.wasted}"
     )
 
 
@@ -149,6 +155,14 @@ def test_each_arrival_is_judged_on_its_own(impl) -> None:
     assert (got.admitted, got.rejected, got.used) == (2, 1, 240), (
         f"16 blocks: 200 tokens take 13, 100 tokens (7 blocks) do not fit, 40 tokens (3) still "
         f"do; got admitted={got.admitted} rejected={got.rejected} used={got.used}"
+    )
+
+
+def test_slots_short_of_a_whole_block_hold_nothing(impl) -> None:
+    got = impl.paged_admit([16] * 7, total_slots=100, block_size=16)
+    assert (got.admitted, got.rejected) == (6, 1), (
+        f"100 slots make 6 whole blocks of 16 (the last 4 slots are no block): 7 one-block "
+        f"arrivals admit 6 and reject 1; got admitted={got.admitted} rejected={got.rejected}"
     )
 
 
@@ -187,11 +201,17 @@ def test_waste_bars_split_the_pool_into_used_wasted_free(impl) -> None:
         f"contiguous: 256 slots hold KV, 3840 are reserved but empty, 0 free; paged: 2048 hold "
         f"KV, 0 wasted, 2048 free. Got {got}"
     )
-    assert all(b.total == 4096 for b in bars), "each bar accounts for the whole pool"
+    assert all(b.total == 4096 for b in bars), (
+        f"each bar accounts for the whole pool of 4096 slots, got {[b.total for b in bars]}"
+    )
 
 
 def bar_cells(text: str, label: str) -> dict[str, int]:
-    line = next(line for line in text.splitlines() if line.startswith(label))
+    """How many cells of each kind the bar labelled ``label`` has in the text picture."""
+    lines = [line for line in text.splitlines() if line.startswith(label) and "[" in line
+             and "]" in line]
+    assert lines, f"the text picture has no bar labelled {label!r}:\n{text}"
+    line = lines[0]
     cells = line[line.index("[") + 1 : line.index("]")]
     return {kind: cells.count(glyph) for kind, glyph in GLYPHS.items()}
 
@@ -203,7 +223,11 @@ def test_text_picture_when_matplotlib_is_missing(impl, tmp_path: Path,
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     target = tmp_path / "fragmentation.png"
-    text = impl.draw(target)
+    try:
+        text = impl.draw(target)
+    except ImportError as exc:
+        pytest.fail(f"matplotlib is missing, so draw(path) must fall back to the text picture; "
+                    f"it raised {type(exc).__name__}: {exc}", pytrace=False)
     assert isinstance(text, str), f"without matplotlib draw() returns the text, got {text!r}"
     assert not target.exists(), "without matplotlib no PNG can be written"
     assert bar_cells(text, "contiguous") == {"used": 4, "wasted": 60, "free": 0}, (
@@ -218,7 +242,8 @@ def test_text_picture_when_matplotlib_is_missing(impl, tmp_path: Path,
 def test_draw_without_a_path_returns_text(impl) -> None:
     text = impl.draw(workload=course(used_len=33))
     assert isinstance(text, str) and "each using 33" in text, (
-        "draw() with no path returns the text picture of the workload it was given"
+        f"draw() with no path returns the text picture of the workload it was given (33 slots "
+        f"used each), got {text!r}"
     )
     assert bar_cells(text, "paged") == {"used": 33, "wasted": 15, "free": 16}, (
         f"at used=33 the paged bar shows 2112 used, 960 wasted, 1024 free (33/15/16 cells):\n{text}"
@@ -231,7 +256,9 @@ def test_png_picture_when_matplotlib_is_installed(impl, tmp_path: Path) -> None:
     got = impl.draw(target)
     assert Path(got) == target and target.is_file(), f"draw(path) writes {target}, got {got!r}"
     data = target.read_bytes()
-    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", "the file is not a PNG"
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", (
+        f"the file is not a PNG: it starts {data[:16]!r}"
+    )
     size = struct.unpack(">II", data[16:24])
     assert size == PNG_SIZE, f"the PNG should be {PNG_SIZE[0]}x{PNG_SIZE[1]} px, got {size}"
     assert len(data) < 100_000, f"the PNG should stay small (< 100 KB), got {len(data):,} bytes"

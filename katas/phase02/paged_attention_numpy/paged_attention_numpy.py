@@ -20,11 +20,14 @@ def build_slot_mapping(
 ) -> np.ndarray:
     """The cache rows of logical positions ``start, start + 1, ..., start + num_tokens - 1``.
 
-    For position ``t``: ``block_table[t // block_size] * block_size + t % block_size``.
-    Return an integer numpy array of length ``num_tokens``. A decode step writes one token at
+    ``block_table[i]`` is the physical block that holds the sequence's logical block ``i``
+    (its positions ``i * block_size .. (i + 1) * block_size - 1``, in order). Return an integer
+    numpy array of length ``num_tokens`` (empty for 0). A decode step writes one token at
     ``start = seq_len``; a chunk of a prefill writes a range that starts mid-sequence.
+
+    Example: table ``[7, 2, 9]``, blocks of 4, positions 2..5 live in rows ``[30, 31, 8, 9]``.
     """
-    raise NotImplementedError("build_slot_mapping: block_table[t // bs] * bs + t % bs per token")
+    raise NotImplementedError("build_slot_mapping: the cache rows of a range of positions")
 
 
 def write_kv(
@@ -36,10 +39,10 @@ def write_kv(
 ) -> None:
     """Scatter ``new_k`` / ``new_v`` (``[num_tokens, num_kv_heads, head_dim]``) into the caches.
 
-    Row ``i`` of the new K/V goes to cache row ``slot_mapping[i]``, in place; touch no other
-    row. Fancy indexing does it in one line per cache.
+    Row ``i`` of the new K/V goes to cache row ``slot_mapping[i]``, in place; no other row
+    changes. Returns nothing.
     """
-    raise NotImplementedError("write_kv: k_cache[slot_mapping] = new_k (and the same for V)")
+    raise NotImplementedError("write_kv: scatter the new K/V rows into the caches")
 
 
 def paged_attention(
@@ -52,16 +55,23 @@ def paged_attention(
 ) -> np.ndarray:
     """One decode step of attention over a paged cache; returns ``[num_heads, head_dim]``.
 
-    ``q`` is ``[num_heads, head_dim]``. Recipe, in this order:
+    ``q`` is ``[num_heads, head_dim]``; the caches hold the sequence's first ``seq_len``
+    tokens at the rows the block table gives them. Output head ``h`` is ordinary scaled
+    dot-product attention of ``q[h]`` over exactly those ``seq_len`` tokens (scores scaled by
+    ``1 / sqrt(head_dim)``, softmax, weighted sum of values), float64, equal to attention over
+    a contiguous copy of the same keys and values.
 
-    1. gather exactly ``seq_len`` rows of K and V through the table (the slots of positions
-       ``0 .. seq_len - 1``) — not every slot of every listed block: the tail of the last
-       block holds garbage;
-    2. query head ``h`` reads KV head ``h // (num_heads // num_kv_heads)`` (grouped-query
-       attention; with as many KV heads as query heads that is ``h``);
-    3. per head: ``scores = (K_h @ q_h) * (1 / sqrt(head_dim))``;
-       ``w = exp(scores - scores.max())``; ``w /= w.sum()``; ``out_h = w @ V_h``.
+    Contract:
 
-    Do not modify the caches.
+    - the slots of the last block past ``seq_len`` belong to nobody and may hold anything
+      (the tests fill them with 1e6): they must not change the answer;
+    - grouped-query attention: the query heads split into ``num_kv_heads`` equal, consecutive
+      groups, and group ``g`` reads KV head ``g`` (with as many KV heads as query heads, head
+      ``h`` reads KV head ``h``);
+    - finite for scores in the thousands (no ``exp`` overflow);
+    - the caches are read, never modified.
+
+    The course's worked example: one head, ``q = [1, 0]``, keys ``[1,0] [0,1] [1,0]``, values
+    ``[10,0] [0,10] [5,5]``: weights about 0.40 / 0.20 / 0.40, output about ``[6, 4]``.
     """
-    raise NotImplementedError("paged_attention: gather seq_len rows, softmax(K q / sqrt(d)) @ V")
+    raise NotImplementedError("paged_attention: one decode step of attention through the table")

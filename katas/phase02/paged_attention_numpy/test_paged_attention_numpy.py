@@ -98,10 +98,10 @@ TABLE = [7, 2, 9]  # logical block 0 -> physical 7, 1 -> 2, 2 -> 9
     ],
 )
 def test_slot_mapping_formula(impl, start: int, num_tokens: int, expected: list[int]) -> None:
-    got = impl.build_slot_mapping(TABLE, 4, start, num_tokens)
-    assert list(np.asarray(got)) == expected, (
-        f"table {TABLE}, blocks of 4, positions {start}..{start + num_tokens - 1}: "
-        f"slot = table[t // 4] * 4 + t % 4 = {expected}; got {list(np.asarray(got))}"
+    got = np.asarray(impl.build_slot_mapping(TABLE, 4, start, num_tokens)).tolist()
+    assert got == expected, (
+        f"table {TABLE} (logical block i lives in physical block TABLE[i]), blocks of 4, "
+        f"positions {start}..{start + num_tokens - 1}: the cache rows are {expected}; got {got}"
     )
 
 
@@ -112,7 +112,7 @@ def test_slot_mapping_is_an_integer_array(impl) -> None:
         f"{type(got).__name__} {getattr(got, 'dtype', '')} {getattr(got, 'shape', '')}"
     )
     empty = impl.build_slot_mapping(TABLE, 4, 3, 0)
-    assert len(empty) == 0, "zero tokens map to zero slots"
+    assert len(empty) == 0, f"zero tokens map to zero slots, got {np.asarray(empty).tolist()}"
 
 
 # -- the scatter ------------------------------------------------------------------------------
@@ -124,12 +124,17 @@ def test_write_kv_touches_only_the_mapped_rows(impl) -> None:
     new_k, new_v = rng.standard_normal((3, 2, 3)), rng.standard_normal((3, 2, 3))
     slots = np.array([13, 2, 7])
     impl.write_kv(k_cache, v_cache, new_k, new_v, slots)
-    assert np.array_equal(k_cache[slots], new_k) and np.array_equal(v_cache[slots], new_v), (
-        "row i of new_k / new_v must land at cache row slot_mapping[i]"
-    )
+    for name, cache, new in (("k_cache", k_cache, new_k), ("v_cache", v_cache, new_v)):
+        wrong = [int(slots[i]) for i in range(3) if not np.array_equal(cache[slots[i]], new[i])]
+        assert not wrong, (
+            f"row i of new_k / new_v must land at cache row slot_mapping[i] (rows 13, 2, 7): "
+            f"{name} rows {wrong} do not hold the new values"
+        )
     untouched = np.setdiff1d(np.arange(16), slots)
-    assert (k_cache[untouched] == POISON).all() and (v_cache[untouched] == POISON).all(), (
-        "write_kv must leave every other cache row as it was"
+    changed = [int(r) for r in untouched
+               if not ((k_cache[r] == POISON).all() and (v_cache[r] == POISON).all())]
+    assert not changed, (
+        f"write_kv must leave every other cache row as it was; rows {changed} changed"
     )
 
 
@@ -148,8 +153,10 @@ def test_write_then_gather_round_trips(impl) -> None:
         "what the write map stored, the read map must find: chunk-by-chunk writes of positions "
         "0..39, read back through the table, should return the keys and values in order"
     )
-    assert (k_cache == POISON).sum() == (12 * 16 - 40) * 2 * 4, (
-        "only the 40 written slots may change"
+    untouched = int((k_cache == POISON).sum())
+    assert untouched == (12 * 16 - 40) * 2 * 4, (
+        f"only the 40 written slots may change: {(12 * 16 - 40) * 2 * 4} K values stay poison, "
+        f"got {untouched}"
     )
 
 
@@ -208,10 +215,12 @@ def test_query_heads_share_kv_heads_in_groups(impl) -> None:
     case.q[:] = case.q[0]  # every query head asks the same question
     got = impl.paged_attention(*case.args())
     same_group = np.array_equal(got[0], got[1]) and np.array_equal(got[2], got[3])
+    pairs = {f"heads {a} and {b}": bool(np.array_equal(got[a], got[b]))
+             for a, b in ((0, 1), (2, 3), (0, 2))}
     assert same_group and not np.allclose(got[0], got[2]), (
         "with identical queries, heads 0 and 1 (KV head 0) must agree, heads 2 and 3 (KV head 1) "
         "must agree, and the two pairs must differ: query head h reads KV head "
-        "h // (num_heads // num_kv_heads), not h % num_kv_heads"
+        f"h // (num_heads // num_kv_heads), not h % num_kv_heads. Equal outputs: {pairs}"
     )
     assert_close(got, case.dense(), cause=SAME_ORDER, what="grouped-query paged attention")
 
@@ -220,7 +229,10 @@ def test_large_scores_do_not_overflow(impl) -> None:
     case = make_paged(40, seed=6)
     case.q *= 1000.0  # scores in the thousands: exp() overflows unless the max is subtracted
     got = impl.paged_attention(*case.args())
-    assert np.isfinite(got).all(), "subtract each head's max score before exp(), or exp overflows"
+    assert np.isfinite(got).all(), (
+        f"scores in the thousands: subtract each head's max score before exp(), or exp "
+        f"overflows; {int((~np.isfinite(got)).sum())} of {got.size} outputs are inf or NaN"
+    )
     assert_close(got, case.dense(), cause=SAME_ORDER, what="paged attention with large scores")
 
 
@@ -241,8 +253,9 @@ def test_paged_attention_leaves_the_caches_untouched(impl) -> None:
     case = make_paged(35, seed=9)
     k_before, v_before = case.k_cache.copy(), case.v_cache.copy()
     impl.paged_attention(*case.args())
-    assert np.array_equal(case.k_cache, k_before) and np.array_equal(case.v_cache, v_before), (
-        "paged_attention reads the caches; it must not write to them"
+    changed = int((case.k_cache != k_before).sum() + (case.v_cache != v_before).sum())
+    assert changed == 0, (
+        f"paged_attention reads the caches; it must not write to them ({changed} values changed)"
     )
 
 

@@ -23,12 +23,15 @@ def model_shape(hf_config: Any, dtype: str) -> ModelShape:
     ``head_dim`` is the config's ``head_dim`` when present and not None, else
     ``hidden_size // num_attention_heads``. ``dtype_bytes`` is ``DTYPE_BYTES[dtype]``.
     """
-    raise NotImplementedError("model_shape: layers, kv heads (or heads), head_dim or hidden/heads")
+    raise NotImplementedError("model_shape: read the KV-relevant shape off a config")
 
 
 def kv_bytes_per_token(shape: ModelShape) -> int:
-    """Bytes of KV cache one token occupies: K and V, every layer, every KV head."""
-    raise NotImplementedError("kv_bytes_per_token: 2 x layers x kv_heads x head_dim x dtype_bytes")
+    """Bytes of KV cache one token occupies: K and V, every layer, every KV head.
+
+    The course's model, OPT-125m in fp16 (12 layers, 12 KV heads of 64), costs 36,864 bytes.
+    """
+    raise NotImplementedError("kv_bytes_per_token: bytes of K/V one token occupies")
 
 
 def kv_capacity(
@@ -36,11 +39,12 @@ def kv_capacity(
 ) -> KVCapacity:
     """The capacity the engine will report for a KV budget of ``kv_space_bytes``.
 
-    A block holds ``block_size`` tokens; the budget is cut into as many whole blocks as fit
-    (floor); tokens are blocks times block size; concurrency is tokens over ``max_model_len``,
-    as a float (not rounded).
+    A block holds ``block_size`` tokens; only whole blocks count (bytes left over that cannot
+    hold one are unused), and only tokens in whole blocks count. ``max_concurrency`` is how
+    many requests of ``max_model_len`` tokens the cache holds, as an unrounded float. The
+    course's capture: 8788 blocks of 16 tokens are 140,608 tokens, 68.65625 requests of 2,048.
     """
-    raise NotImplementedError("kv_capacity: floor(bytes / block bytes), x block size, / max len")
+    raise NotImplementedError("kv_capacity: carve a byte budget into whole blocks")
 
 
 def read_kv_capacity(vllm_config: Any) -> KVCapacity:
@@ -49,7 +53,7 @@ def read_kv_capacity(vllm_config: Any) -> KVCapacity:
     ``vllm_config.cache_config`` carries ``num_gpu_blocks`` (blocks, even on a CPU),
     ``kv_cache_size_tokens`` and ``kv_cache_max_concurrency``.
     """
-    raise NotImplementedError("read_kv_capacity: num_gpu_blocks, kv_cache_size_tokens, ...")
+    raise NotImplementedError("read_kv_capacity: the three numbers a running engine reports")
 
 
 def cached_prefix_tokens(prompt_len: int, block_size: int) -> int:
@@ -59,4 +63,4 @@ def cached_prefix_tokens(prompt_len: int, block_size: int) -> int:
     cache (it must compute it to get logits), so the hit covers the full blocks of the first
     ``prompt_len - 1`` tokens.
     """
-    raise NotImplementedError("cached_prefix_tokens: full blocks of prompt_len - 1 tokens")
+    raise NotImplementedError("cached_prefix_tokens: tokens a repeated prompt finds cached")

@@ -82,6 +82,23 @@ def test_a_partial_block_is_never_counted(impl) -> None:
     block = 128 * impl.kv_bytes_per_token(shape)
     got = impl.kv_capacity(shape, 10 * block - 1, 128, 1024)
     assert got.num_blocks == 9, f"one byte short of 10 blocks leaves 9 whole blocks, got {got}"
+    assert (got.num_tokens, got.max_concurrency) == (9 * 128, 1.125), (
+        f"only whole blocks hold tokens: 9 x 128 = 1152 tokens, 1152 / 1024 = 1.125 requests "
+        f"of max_model_len; got {got.num_tokens} tokens, concurrency {got.max_concurrency}"
+    )
+
+
+@pytest.mark.parametrize(("dtype", "size"), [("float32", 4), ("bfloat16", 2), ("fp8", 1)])
+def test_the_dtype_sets_the_bytes_per_value(impl, dtype: str, size: int) -> None:
+    shape = impl.model_shape(OPT_125M, dtype)
+    assert shape == ModelShape(12, 12, 64, size), (
+        f"OPT-125m in {dtype} is 12 layers x 12 KV heads x 64 at {size} bytes a value, read "
+        f"{shape}"
+    )
+    got = impl.kv_bytes_per_token(shape)
+    assert got == 18_432 * size, (
+        f"2 x 12 x 12 x 64 values of {size} bytes = {18_432 * size:,} bytes a token, got {got}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -138,8 +155,14 @@ def test_identical_prompts_shared_blocks_in_the_recording(impl) -> None:
     predicted = impl.cached_prefix_tokens(rec["prompt_len"], 128)
     first, second = rec["block_ids"]
     shared = sum(1 for a, b in zip(first, second, strict=False) if a == b)
-    assert shared * 128 == predicted, f"vLLM shared {shared} blocks; you predict {predicted} tokens"
-    assert rec["num_cached_tokens"] == [0, predicted]
+    assert shared * 128 == predicted, (
+        f"vLLM's block tables {first} and {second} share {shared} blocks of 128 = "
+        f"{shared * 128} tokens; you predict {predicted} cached tokens for a "
+        f"{rec['prompt_len']}-token prompt"
+    )
+    assert rec["num_cached_tokens"] == [0, predicted], (
+        f"vLLM reported num_cached_tokens {rec['num_cached_tokens']}; you predict [0, {predicted}]"
+    )
 
 
 # ---------------------------------------------------------------------------------------- live
@@ -176,7 +199,10 @@ def test_capacity_matches_what_vllm_reports(impl, live_engines: LiveEngines) -> 
         f"vLLM carved {rep['num_blocks']} blocks / {rep['kv_cache_size_tokens']} tokens out of "
         f"1 GiB; you predict {predicted.num_blocks} / {predicted.num_tokens}"
     )
-    assert predicted.max_concurrency == rep["max_concurrency"]
+    assert predicted.max_concurrency == rep["max_concurrency"], (
+        f"vLLM reports a maximum concurrency of {rep['max_concurrency']}; you predict "
+        f"{predicted.max_concurrency}"
+    )
 
 
 @pytest.mark.live
@@ -217,4 +243,8 @@ def test_capacity_scales_linearly_with_the_knob(impl, live_engines: LiveEngines)
         f"VLLM_CPU_KVCACHE_SPACE=2 gave {rep['num_blocks']} blocks; twice your 1 GiB "
         f"prediction is {2 * one_gib.num_blocks}"
     )
-    assert _predict_for(impl, handle, 2).num_blocks == rep["num_blocks"]
+    two_gib = _predict_for(impl, handle, 2)
+    assert two_gib.num_blocks == rep["num_blocks"], (
+        f"VLLM_CPU_KVCACHE_SPACE=2 gave {rep['num_blocks']} blocks; you predict "
+        f"{two_gib.num_blocks}"
+    )
