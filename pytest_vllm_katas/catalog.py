@@ -174,6 +174,8 @@ def load_kata(folder: Path) -> Kata:
     hints = data["hints"]
     check(isinstance(hints, list) and len(hints) >= 1 and all(isinstance(h, str) for h in hints),
           "hints must be a non-empty list of strings, easiest first")
+    check(not any(re.match(r"\s*level\s*\d", h, re.IGNORECASE) for h in hints),
+          "hints must not start with 'level N': `katas hint --level N` says which level it is")
     budget = None
     if "speed" in data:
         speed = data["speed"]

@@ -136,13 +136,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def without_level_prefix(hint: str) -> str:
+    """``hint`` without a leading ``level N:`` (the line above it already says the level)."""
+    return _LEVEL_PREFIX.sub("", hint, count=1)
+
+
 def cmd_hint(args: argparse.Namespace) -> int:
     kata = resolve(_root(), args.kata)
     levels = len(kata.hints)
     if not 1 <= args.level <= levels:
         raise CliError(f"{kata.id} has {levels} hint level(s); choose --level 1 to {levels}")
     print(f"{kata.id} ({kata.lab} {kata.title}) - hint {args.level} of {levels}:")
-    print(f"  {_LEVEL_PREFIX.sub('', kata.hints[args.level - 1], count=1)}")
+    print(f"  {without_level_prefix(kata.hints[args.level - 1])}")
     if args.level < levels:
         print(f"More: katas hint {kata.slug} --level {args.level + 1}")
     return 0
@@ -233,6 +238,23 @@ def cmd_next(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .gradescope import write_gradescope
+
+    root = _root()
+    if args.report:
+        stored, impl = _report_progress(Path(args.report))
+    else:
+        stored, impl = _progress(root, args.impl), args.impl
+    katas = [{"id": r.kata.id, "lab": r.kata.lab, "title": r.kata.title, "status": r.status,
+              "passed": r.passed, "total": r.total, "reason": r.reason,
+              "counts": {"blocked": r.blocked}} for r in stored_rows(root, stored)]
+    out = Path(args.output)
+    write_gradescope(out, impl, katas, 0.0)
+    print(f"wrote {out} (Gradescope results, impl={impl}, {len(katas)} katas)")
+    return 0
+
+
 def cmd_dev_check(args: argparse.Namespace) -> int:
     from .catalog import discover
     from .devcheck import check
@@ -294,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     nxt = sub.add_parser("next", help="the next unfinished kata in course order")
     nxt.set_defaults(func=cmd_next)
+
+    export = sub.add_parser("export", help="your stored verdicts as Gradescope's results.json")
+    export.add_argument("--gradescope", action="store_true", required=True,
+                        help="the format (the only one so far)")
+    export.add_argument("-o", "--output", default="results.json", help="default: results.json")
+    export.add_argument("--impl", choices=("mine", "reference"), default="mine")
+    export.add_argument("--report", metavar="PATH",
+                        help="read a --katas-report JSON instead of pytest's cache")
+    export.set_defaults(func=cmd_export)
 
     dev = sub.add_parser("dev", help="for kata authors")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

@@ -243,3 +243,18 @@ def test_the_progress_table_is_the_last_thing_printed(pytester: pytest.Pytester)
     table = max(i for i, line in enumerate(out) if "vllm-katas progress" in line)
     assert all("katas passed" in line or line.startswith(("  ", "phase", "="))
                for line in out[table:] if line.strip()), out[table:]
+
+
+def test_katas_export_gradescope_writes_the_stored_verdicts(pytester: pytest.Pytester) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from pytest_vllm_katas import gradescope
+
+    write_kata(pytester, "good", stub=ADD)
+    write_kata(pytester, "todo", lab="00-02", order=2)
+    run(pytester, "--impl=mine", "katas")
+    done = katas(pytester, "export", "--gradescope", "-o", "out/results.json")
+    assert done.returncode == 0, done.stderr
+    results = json.loads((pytester.path / "out/results.json").read_text())
+    jsonschema.validate(results, json.loads(
+        Path(gradescope.__file__).with_name("gradescope.schema.json").read_text()))
+    assert [t["score"] for t in results["tests"]] == [1.0, 0.0]

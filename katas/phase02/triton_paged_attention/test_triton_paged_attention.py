@@ -96,12 +96,68 @@ def test_triton_uses_the_scale_argument(impl, reference_impl, paged) -> None:
     )
 
 
+def test_triton_rescales_when_a_later_tile_raises_the_max(impl, paged) -> None:
+    import torch
+
+    # One sequence of 300 tokens: several tiles for any tile of up to 128 tokens. Every head
+    # asks the same question, and key t gets a component along it that grows with t, so the
+    # scores climb along the sequence and each new tile brings a new running maximum.
+    seq_len = 300
+    batch = paged.make_paged_batch([seq_len], **SMALL_GQA, seed=8)
+    question = batch.query[0, 0].float()
+    batch.query[:] = batch.query[0, 0]
+    direction = question / question.norm()
+    t = torch.arange(seq_len, device=batch.query.device)
+    blocks = batch.block_tables[0, t // batch.block_size].long()
+    slots = t % batch.block_size
+    ramp = 8.0 * t.float() / seq_len * batch.query.shape[-1] ** 0.5 / question.norm()
+    climb = (ramp[:, None] * direction[None, :]).to(batch.key_cache.dtype)
+    batch.key_cache[blocks, slots] += climb[:, None, :]
+    got = impl.paged_attention_triton(*batch.args())
+    assert_close(
+        got, paged.dense_reference(batch), cause=GATE,
+        what="paged_attention_triton with scores that climb along the sequence (when a tile "
+        "raises the running max m, the sum l and the accumulator acc built under the old max "
+        "must both be scaled by exp(m_old - m_new))",
+    )
+
+
+def test_triton_query_heads_share_kv_heads_in_groups(impl, paged) -> None:
+    import dataclasses
+
+    # 8 query heads over 2 KV heads: heads 0-3 read KV head 0, heads 4-7 read KV head 1.
+    batch = paged.make_paged_batch([40], **SMALL_GQA, seed=7)
+    same_question = batch.query[:, :1].expand_as(batch.query).contiguous()
+    batch = dataclasses.replace(batch, query=same_question)  # every head asks the same
+    got = impl.paged_attention_triton(*batch.args())
+    assert got.shape == batch.query.shape, (
+        f"output must be shaped like the query {tuple(batch.query.shape)}, got {tuple(got.shape)}"
+    )
+    out = got[0].float().cpu()
+    spread = [round((out[h] - out[4 * (h // 4)]).abs().max().item(), 4) for h in range(8)]
+    between = (out[0] - out[4]).abs().max().item()
+    assert max(spread) <= 1e-2 and between > 1e-2, (
+        "with the same query in every head, heads 0-3 (KV head 0) must agree, heads 4-7 (KV "
+        "head 1) must agree, and the two groups must differ: query head h reads KV head "
+        "h // (num_heads // num_kv_heads), not h % num_kv_heads. Largest difference from the "
+        f"first head of its group, per head: {spread}; between the groups: {between:.3g}"
+    )
+    assert_close(got, paged.dense_reference(batch), cause=GATE,
+                 what="paged_attention_triton, 8 query heads over 2 KV heads")
+
+
+# Shuffled physical blocks for lengths [130, 17, 31, 1] in blocks of 16. Block 0, like vLLM's
+# null block that padding points at, belongs to no sequence and holds poison too.
+TAIL_LENS = [COURSE_SEQ_LEN, 17, 31, 1]
+TAIL_TABLES = [[12, 3, 14, 1, 9, 5, 7, 13, 2], [10, 4], [8, 15], [6]]
+
+
 @pytest.mark.parametrize("poison", ["huge", "nan"], ids=["poison_huge", "poison_nan"])
 @pytest.mark.parametrize("part", ["torch", "triton"])
 def test_tail_block_slots_are_masked(impl, paged, part: str, poison: str) -> None:
-    # Every unused slot holds poison; lengths leave 2, 1, 15 and 1 tokens in the last block.
-    lens = [COURSE_SEQ_LEN, 17, 31, 1]
-    batch = paged.make_paged_batch(lens, **SMALL_GQA, poison=poison, seed=3)
+    # Every unused slot holds poison; the lengths leave 2, 1, 15 and 1 tokens in the last block.
+    batch = paged.make_paged_batch(TAIL_LENS, **SMALL_GQA, poison=poison, seed=3,
+                                   block_tables=TAIL_TABLES)
     got = getattr(impl, f"paged_attention_{part}")(*batch.args())
     assert_close(
         got, paged.dense_reference(batch), cause=GATE,

@@ -8,8 +8,9 @@ block ``block_tables[b, t // block_size]`` at slot ``t % block_size``. Produce, 
 Shapes (see ``scaffold.py``): ``query`` ``[num_seqs, num_heads, head_dim]`` float16; both
 caches ``[num_blocks, block_size, num_kv_heads, head_dim]`` float16; ``block_tables``
 ``[num_seqs, max_blocks]`` int32; ``seq_lens`` ``[num_seqs]`` int32. Grouped-query attention:
-query head ``h`` reads KV head ``h // (num_heads // num_kv_heads)``. ``scale`` defaults to
-``head_dim ** -0.5``. Return a tensor shaped and typed like ``query``.
+the query heads split into ``num_kv_heads`` equal, consecutive groups, and group ``g`` reads
+KV head ``g`` (8 query heads over 2 KV heads: heads 0-3 read KV head 0, heads 4-7 KV head 1).
+``scale`` defaults to ``head_dim ** -0.5``. Return a tensor shaped and typed like ``query``.
 
 Do part 1 first: it is your debugger for part 2.
 """
@@ -29,19 +30,17 @@ def paged_attention_torch(
     seq_lens: torch.Tensor,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Part 1: the slow, obviously correct version in plain torch.
+    """Part 1: the slow, obviously correct version in plain torch — your oracle for part 2.
 
-    Recipe, for each sequence ``b``: loop over its logical blocks ``0 .. ceil(seq_len /
-    block_size) - 1``; read the physical id from ``block_tables[b, logical]``; take that block's
-    keys and values, but only the slots that hold tokens (the last block is usually partly
-    filled, and the rest of it is garbage). Concatenate into ``[seq_len, num_kv_heads,
-    head_dim]``, convert to float32, repeat each KV head for its group of query heads
-    (``repeat_interleave``), then an ordinary softmax attention for the sequence's query.
-    Cast the result back to the query's dtype.
+    For each sequence ``b`` and query head ``h``: ``softmax(q · Kᵀ · scale) · V`` over exactly
+    the first ``seq_lens[b]`` tokens of that sequence, each read from its block through
+    ``block_tables[b]``, with ``h`` reading its group's KV head. Slots past ``seq_len`` (the
+    rest of the last block) and table entries past the last block may hold anything, NaN
+    included, and must not change the answer. Compute in float32; return a tensor shaped,
+    typed and placed like ``query``.
     """
     raise NotImplementedError(
-        "paged_attention_torch: loop over logical blocks, gather K/V through block_tables, "
-        "then softmax(q·Kᵀ·scale)·V"
+        "paged_attention_torch: decode attention through the block tables, in plain torch"
     )
 
 
@@ -68,34 +67,30 @@ def paged_attention_kernel(
     HEAD_DIM: tl.constexpr,
     TILE_BLOCKS: tl.constexpr,
 ):
-    """Part 2: the kernel. One program handles ``HEADS_PER_PROGRAM`` query heads of one sequence.
+    """Part 2: the kernel. Program ``(i, b)`` of the grid ``(num_heads // HEADS_PER_PROGRAM,
+    num_seqs)`` writes the output of query heads ``i * HEADS_PER_PROGRAM`` to
+    ``(i + 1) * HEADS_PER_PROGRAM - 1`` of sequence ``b``.
 
-    Grid ``(num_heads // HEADS_PER_PROGRAM, num_seqs)``: ``tl.program_id(0)`` picks the run of
-    heads, ``tl.program_id(1)`` the sequence. Start with ``HEADS_PER_PROGRAM = 1`` and
-    ``TILE_BLOCKS = 1``: one program per (sequence, head), one KV block per iteration. The
-    caches share one layout, so one set of strides serves both (the last dimension is
-    contiguous: stride 1).
+    Parameters: the six tensors as pointers (``out_ptr`` shaped like the query); ``scale``;
+    strides, in elements, of the query's and the output's sequence and head dimensions, of the
+    caches' block, slot and KV-head dimensions (both caches share one layout, and every last
+    dimension is contiguous), and of the block tables' rows. Compile-time constants:
+    ``QUERIES_PER_KV`` (query heads per KV head), ``HEADS_PER_PROGRAM`` (divides
+    ``QUERIES_PER_KV``, so that all of a program's heads share one KV head; 1 is the simplest
+    kernel), ``BLOCK_SIZE`` and ``HEAD_DIM`` (powers of two), and ``TILE_BLOCKS`` (KV blocks per
+    loop iteration; 1 is the simplest).
 
-    Recipe:
+    Contract:
 
-    1. ``kv_head = head // QUERIES_PER_KV``; ``seq_len = tl.load(seq_lens_ptr + seq)``; load
-       the query row(s) (``tl.arange(0, HEAD_DIM)`` along the head dimension).
-    2. Online-softmax state in float32: running max ``m = -inf``, denominator ``l = 0``,
-       accumulator ``acc = 0`` (``HEAD_DIM`` wide).
-    3. Loop ``for start in range(0, seq_len, TILE_BLOCKS * BLOCK_SIZE)``; token offsets
-       ``tok = start + tl.arange(0, TILE)`` and ``valid = tok < seq_len``.
-    4. Physical block of each token: ``tl.load(block_tables_ptr + seq * stride_table_seq +
-       tok // BLOCK_SIZE, mask=valid, other=0)``; convert it to int64 before multiplying by
-       ``stride_cache_block`` (large caches overflow int32). Add ``(tok % BLOCK_SIZE) *
-       stride_cache_slot + kv_head * stride_cache_head``.
-    5. Load the K and V tiles ``[TILE, HEAD_DIM]`` with ``mask=valid[:, None], other=0.0``;
-       scores ``s = q·kᵀ · scale`` in float32; set invalid positions to ``-inf``.
-    6. ``m_new = max(m, max(s))``; ``alpha = exp(m - m_new)``; ``p = exp(s - m_new)``;
-       ``l = l * alpha + sum(p)``; ``acc = acc * alpha + p · v``; ``m = m_new``.
-    7. Store ``acc / l`` as the output's dtype.
+    - the result is part 1's, within max |Δ| <= 1e-2 (accumulate in float32);
+    - one pass over each sequence, tile by tile, with no contiguous copy of its K/V and no
+      full row of scores held at once (an online softmax);
+    - no slot at or past ``seq_len`` is read into the result: those slots, and blocks that
+      table padding points at, may hold NaN;
+    - physical block ids times the block stride exceed the int32 range on caches of a few GiB.
 
-    For ``HEADS_PER_PROGRAM > 1`` (a GQA group sharing one KV head), make the heads the rows
-    of a matrix and use ``tl.dot``, which needs at least 16 rows: pad with masked rows.
+    ``tl.dot`` needs at least 16 rows on each side; a plain elementwise product and
+    ``tl.sum`` works for any ``HEADS_PER_PROGRAM``.
     """
     # Your kernel goes here (paged_attention_triton must launch it once it is written).
     pass
@@ -109,14 +104,12 @@ def paged_attention_triton(
     seq_lens: torch.Tensor,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Part 2: allocate the output and launch :func:`paged_attention_kernel`.
+    """Part 2: decode attention over the paged cache, computed by :func:`paged_attention_kernel`.
 
-    Recipe: read the sizes off the shapes; check that ``head_dim`` and ``block_size`` are
-    powers of two (``tl.arange`` needs them); ``out = torch.empty_like(query)``; launch
-    ``paged_attention_kernel[grid](...)`` with ``grid = (num_heads // heads_per_program,
-    num_seqs)``, the strides from ``tensor.stride(i)``, and the ``tl.constexpr`` arguments by
-    keyword. Return ``out``. Under the Triton interpreter (no GPU) the tensors are on the CPU
-    and the same launch works.
+    Same inputs and result as :func:`paged_attention_torch` (within max |Δ| <= 1e-2): a new
+    tensor shaped, typed and placed like ``query``; ``scale`` defaults to ``head_dim ** -0.5``.
+    ``head_dim`` and ``block_size`` are powers of two (``tl.arange`` needs that). Under the
+    Triton interpreter (no GPU) the tensors are on the CPU and the same launch works.
     """
     raise NotImplementedError(
         "paged_attention_triton: launch paged_attention_kernel on a (heads, sequences) grid"

@@ -1,0 +1,43 @@
+"""The grader tests itself: every kata's known-wrong solutions (``wrong.toml``) are caught, each by
+the test it names. One ``--katas-check=wrong`` run of the whole kata suite, in a subprocess;
+``katas dev check <kata>`` does the same (and more) for one kata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_vllm_katas.catalog import Kata, discover
+from pytest_vllm_katas.devcheck import judge_wrong, run_suite
+from pytest_vllm_katas.variants import MIN_WRONG, load_wrong_solutions
+
+ROOT = Path(__file__).resolve().parents[1]
+KATAS = discover(ROOT, skip_invalid=True)
+IDS = [k.id for k in KATAS]
+
+
+@pytest.fixture(scope="session")
+def wrong_results() -> dict[str, dict]:
+    return run_suite(ROOT, ["katas"], "--katas-check=wrong", "-n", "2")
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_every_kata_ships_enough_wrong_solutions(kata: Kata) -> None:
+    found = load_wrong_solutions(kata)
+    assert len(found) >= MIN_WRONG, (
+        f"{kata.id}: {len(found)} wrong solutions in wrong.toml; the kata contract asks for at "
+        f"least {MIN_WRONG} plausible learner mistakes (CONTRIBUTING.md)")
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_every_wrong_solution_is_caught_by_its_named_test(
+        kata: Kata, wrong_results: dict[str, dict]) -> None:
+    verdicts = judge_wrong(kata, wrong_results.get(kata.id))
+    blocked = [v for v in verdicts if v.verdict == "blocked"]
+    if blocked and len(blocked) == len(verdicts) and kata.missing_requirements():
+        pytest.skip(f"{kata.id} needs {', '.join(kata.missing_requirements())}: "
+                    f"its wrong solutions are checked where it runs ({blocked[0].detail})")
+    bad = [f"{v.wrong.name} ({v.wrong.test}): {v.verdict}: {v.detail}"
+           for v in verdicts if v.verdict != "caught"]
+    assert not bad, f"{kata.id}: wrong solutions the tests do not catch: " + "; ".join(bad)
