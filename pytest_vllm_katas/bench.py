@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 
 from .catalog import find_root, kata_for_path
-from .impl import load_impl, selected_impl
+from .impl import distributed, load_impl, selected_impl
 from .progress import SPEED_PROPERTY
 
 UNTIMED_PROPERTY = "katas_speed_untimed"
@@ -436,7 +436,7 @@ def pytest_configure(config: pytest.Config) -> None:
             and find_root(config.rootpath) is not None):
         config.option.benchmark_columns = list(KATA_COLUMNS)
     worker = hasattr(config, "workerinput") or "PYTEST_XDIST_WORKER" in os.environ
-    if getattr(config.option, "dist", "no") == "no" and not worker:
+    if not distributed(config) and not worker:
         return
     # Before pytest-benchmark configures itself: it would disable timing anyway, with a
     # two-line warning per process; XdistNote says it once, and only when a speed test ran.

@@ -57,10 +57,21 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"{ENV_VAR}={chosen!r} is not an implementation; use one of: {', '.join(IMPLS)}"
             )
     config.stash[IMPL_KEY] = chosen
+    if getattr(config.option, "dist", "no") == "load":
+        # `-n N` means --dist load; loadgroup is the same, except that tests marked with one
+        # xdist_group (those sharing an expensive session fixture) stay on one worker.
+        # Set here, not in addopts: pytest-benchmark turns timing off whenever --dist is given.
+        config.option.dist = "loadgroup"
 
 
 def selected_impl(config: pytest.Config) -> str:
     return config.stash.get(IMPL_KEY, "reference")
+
+
+def distributed(config: pytest.Config) -> bool:
+    """True when pytest-xdist spreads this run over workers (``-n N`` with N > 0, or ``--tx``)."""
+    return bool(getattr(config.option, "numprocesses", None)
+                or getattr(config.option, "tx", None))
 
 
 # Import failures are remembered so a broken module is reported once per kata and never

@@ -54,28 +54,43 @@ def learner_outcome(report: pytest.TestReport | pytest.CollectReport) -> str | N
     return None
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    report: pytest.TestReport = yield
-    excinfo = call.excinfo
-    if excinfo is None:
-        return report
-    if isinstance(excinfo.value, KataImportError):
-        report.longrepr = f"error: {excinfo.value}"
-        report.user_properties.append((OUTCOME_PROPERTY, IMPORT_ERROR))
-    elif isinstance(excinfo.value, KataTimeout):
-        if excinfo.value.repeated:
-            report.longrepr = f"timeout (skipped after the first): {excinfo.value}"
-        else:
-            report.longrepr = f"timeout: {excinfo.value}"
-    elif isinstance(excinfo.value, NotImplementedError):
+def _one_line_verdict(
+        excinfo: pytest.ExceptionInfo[BaseException]) -> tuple[str, str | None] | None:
+    """(longrepr, outcome tag) for an exception the plugin reports in one line, else None."""
+    error = excinfo.value
+    if isinstance(error, KataImportError):
+        return f"error: {error}", IMPORT_ERROR
+    if isinstance(error, KataTimeout):
+        if error.repeated:
+            return f"timeout (skipped after the first): {error}", None
+        return f"timeout: {error}", None
+    if isinstance(error, NotImplementedError):
         raised_at = excinfo.traceback[-1]
         path = Path(str(raised_at.path))
         if is_learner_file(path):
-            message = str(excinfo.value).strip() or "not implemented yet"
-            report.longrepr = f"todo: {message} ({relative_path(path)}:{raised_at.lineno + 1})"
-            report.user_properties.append((OUTCOME_PROPERTY, TODO))
-    return report
+            message = str(error).strip() or "not implemented yet"
+            return f"todo: {message} ({relative_path(path)}:{raised_at.lineno + 1})", TODO
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    # Built here, before pytest's own implementation would format the whole traceback only for
+    # it to be replaced: a kata of 35 todo tests would spend most of its run on tracebacks.
+    if call.excinfo is None:
+        return None
+    verdict = _one_line_verdict(call.excinfo)
+    if verdict is None:
+        return None
+    longrepr, tag = verdict
+    sections = [(f"Captured {key} {when}", content)
+                for when, key, content in item._report_sections]
+    properties = list(item.user_properties)
+    if tag is not None:
+        properties.append((OUTCOME_PROPERTY, tag))
+    return pytest.TestReport(item.nodeid, item.location, dict.fromkeys(item.keywords, 1),
+                             "failed", longrepr, call.when, sections, call.duration,
+                             call.start, call.stop, user_properties=properties)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):

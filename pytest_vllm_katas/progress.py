@@ -28,7 +28,7 @@ from .catalog import (
     kata_for_path,
 )
 from .hardware import cuda_present, versions
-from .impl import selected_impl
+from .impl import distributed, selected_impl
 from .outcomes import IMPORT_ERROR, PROBLEM, TODO, learner_outcome
 
 CACHE_KEY = "katas/progress"
@@ -153,8 +153,12 @@ class KataProgress:
         """Complete this run's results into the kata's verdict: every test of the kata counts
         (``full_ids``); one not run now keeps its outcome from an earlier run of the same source
         (``stored``, matched by :meth:`Kata.source_hash`), else it is "not run"."""
-        for nodeid in full_ids or ():
+        order = list(full_ids or ())
+        for nodeid in order:
             self.tests.setdefault(nodeid, TestResult(nodeid))
+        # Collection order, not arrival order (xdist): the reason shown is the same either way.
+        rank = {nodeid: i for i, nodeid in enumerate(order)}
+        self.tests = dict(sorted(self.tests.items(), key=lambda kv: rank.get(kv[0], len(rank))))
         if not stored or stored.get("source_hash") != self.source_hash:
             return
         earlier = stored.get("tests")
@@ -270,7 +274,7 @@ class ProgressReporter:
         # An authors' check grades variants, not the learner's code: it must not touch the
         # learner's stored progress.
         self.store = selected_check(config) is None and getattr(config, "cache", None) is not None
-        self.serial = getattr(config.option, "dist", "no") == "no"
+        self.serial = not distributed(config)
 
     @property
     def impl(self) -> str:

@@ -9,6 +9,7 @@ import pytest
 PYPROJECT = """
 [tool.pytest.ini_options]
 pythonpath = ["."]
+addopts = "-p no:hypothesispytest -p no:anyio"
 """
 
 KATA_TOML = """

@@ -101,6 +101,7 @@ def stub_results() -> dict[str, dict]:
     return run_suite(ROOT, ["katas"], "--impl=mine", "--katas-check=pristine")
 
 
+@pytest.mark.xdist_group("pristine_suite")
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)
 def test_pristine_stub_fails_every_test_with_todo_only(kata: Kata,
                                                       stub_results: dict[str, dict]) -> None:

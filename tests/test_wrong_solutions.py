@@ -4,6 +4,7 @@ the test it names. One ``--katas-check=wrong`` run of the whole kata suite, in a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ IDS = [k.id for k in KATAS]
 
 @pytest.fixture(scope="session")
 def wrong_results() -> dict[str, dict]:
-    return run_suite(ROOT, ["katas"], "--katas-check=wrong", "-n", "2")
+    # Alone, it spreads over two processes; under `pytest -n` the other workers are busy already.
+    spread = [] if os.environ.get("PYTEST_XDIST_WORKER") else ["-n", "2"]
+    return run_suite(ROOT, ["katas"], "--katas-check=wrong", *spread)
 
 
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)
@@ -30,6 +33,7 @@ def test_every_kata_ships_enough_wrong_solutions(kata: Kata) -> None:
         f"least {MIN_WRONG} plausible learner mistakes (CONTRIBUTING.md)")
 
 
+@pytest.mark.xdist_group("wrong_suite")
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)
 def test_every_wrong_solution_is_caught_by_its_named_test(
         kata: Kata, wrong_results: dict[str, dict]) -> None:
