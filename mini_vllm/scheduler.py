@@ -189,10 +189,16 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
-        token_budget = self.max_num_batched_tokens
+        token_budget = self._schedule_running(out, self.max_num_batched_tokens)
+        # Admissions, but not in a step that preempted: they would just be preempted back.
+        if not out.preempted_req_ids:
+            self._admit_waiting(out, token_budget)
+        return out
 
-        # Phase A — running requests first: they hold KV already, and a user is watching their
-        # stream. Starving a decode to admit a prompt is what causes latency spikes.
+    def _schedule_running(self, out: SchedulerOutput, token_budget: int) -> int:
+        """Phase A — running requests first: they hold KV already, and a user is watching their
+        stream. Starving a decode to admit a prompt is what causes latency spikes. Returns the
+        budget left."""
         req_index = 0
         while req_index < len(self.running) and token_budget > 0:
             request = self.running[req_index]
@@ -202,32 +208,34 @@ class Scheduler:
             if n == 0:  # nothing left to compute (cannot happen for a live request; defensive)
                 req_index += 1
                 continue
-            while True:
-                blocks = self.kv.allocate_slots(request, n)
-                if blocks is not None:
-                    break
-                # Out of blocks: preempt the most recently admitted request (LIFO). It is always
-                # at or after req_index, so nobody already scheduled this step is a victim.
-                victim = self.running.pop()
-                self._preempt(victim)
-                out.preempted_req_ids.append(victim.request_id)
-                if victim is request:
-                    break
-            if blocks is None:
+            victims = self._allocate_or_preempt(request, n, req_index)
+            out.preempted_req_ids.extend(victim.request_id for victim in victims)
+            if any(victim is request for victim in victims):
                 break  # the requester preempted itself; nobody behind it can fit either
             out.scheduled_requests.append(request)
             out.num_scheduled_tokens[request.request_id] = n
             token_budget -= n
             req_index += 1
+        return token_budget
 
-        # Phase B — admit waiting requests, FCFS, while budget, seats and memory last. Not in a
-        # step that preempted: admitting now would just be preempted back (thrash).
-        while (
-            self.waiting
-            and token_budget > 0
-            and len(self.running) < self.max_num_seqs
-            and not out.preempted_req_ids
-        ):
+    def _allocate_or_preempt(self, request: Request, num_new_tokens: int,
+                             req_index: int) -> list[Request]:
+        """Slots for ``num_new_tokens`` more of a running ``request``, preempting until they fit;
+        the requests preempted, in order (``request`` itself last, if it had to go)."""
+        victims: list[Request] = []
+        while self.kv.allocate_slots(request, num_new_tokens) is None:
+            # Out of blocks: preempt the most recently admitted request (LIFO). It is always at
+            # or after req_index, so nobody already scheduled this step is a victim.
+            victim = self.running.pop()
+            self._preempt(victim)
+            victims.append(victim)
+            if victim is request:
+                break
+        return victims
+
+    def _admit_waiting(self, out: SchedulerOutput, token_budget: int) -> None:
+        """Phase B — admit waiting requests, FCFS, while budget, seats and memory last."""
+        while self.waiting and token_budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
             hits, num_cached = self.kv.get_computed_blocks(request)
             request.num_computed_tokens = num_cached  # the allocation accounting trusts this
@@ -249,7 +257,6 @@ class Scheduler:
             out.scheduled_new_req_ids.append(request.request_id)
             out.num_scheduled_tokens[request.request_id] = n
             token_budget -= n
-        return out
 
     def _preempt(self, request: Request) -> None:
         """Recompute-style preemption: drop the KV, keep the tokens, go to the front of the line.

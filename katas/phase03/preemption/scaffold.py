@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from mini_vllm import Request, RequestStatus, Scheduler, SchedulerContractError, SchedulerOutput
+from mini_vllm import Request, Scheduler, SchedulerContractError, SchedulerOutput
 
 #: ``allocate_or_preempt(request, num_new_tokens, running, waiting, kv) -> preempted requests``
 AllocateOrPreempt = Callable[[Request, int, list[Request], deque[Request], Any], list[Request]]
@@ -90,6 +90,7 @@ class PreemptingScheduler(Scheduler):
         self.num_schedules = 0
 
     def schedule(self) -> SchedulerOutput:
+        # mini_vllm's own schedule(): its running phase calls _allocate_or_preempt below.
         self.num_schedules += 1
         if self.num_schedules > MAX_STEPS:
             raise SchedulerContractError(
@@ -97,31 +98,7 @@ class PreemptingScheduler(Scheduler):
                 f"other forever, or evicted requests never give their blocks back. Still "
                 f"running: {self.running}; waiting: {list(self.waiting)}"
             )
-        out = SchedulerOutput()
-        token_budget = self.max_num_batched_tokens
-
-        # Running requests first, in admission order, as mini_vllm does.
-        req_index = 0
-        while req_index < len(self.running) and token_budget > 0:
-            request = self.running[req_index]
-            n = self._clamp_new_tokens(
-                request.num_tokens - request.num_computed_tokens, token_budget
-            )
-            if n == 0:
-                req_index += 1
-                continue
-            victims = self._allocate_or_preempt(request, n, req_index)
-            out.preempted_req_ids.extend(victim.request_id for victim in victims)
-            if any(victim is request for victim in victims):
-                break  # the requester evicted itself; nobody behind it can fit either
-            out.scheduled_requests.append(request)
-            out.num_scheduled_tokens[request.request_id] = n
-            token_budget -= n
-            req_index += 1
-
-        if not out.preempted_req_ids:  # admitting while evicting would thrash
-            self._admit_waiting(out, token_budget)
-        return out
+        return super().schedule()
 
     def _allocate_or_preempt(self, request: Request, n: int, req_index: int) -> list[Request]:
         """Call the function, then hold it to its contract (see the module docstring)."""
@@ -179,29 +156,6 @@ class PreemptingScheduler(Scheduler):
                 f"succeeded"
             )
         return list(victims)
-
-    def _admit_waiting(self, out: SchedulerOutput, token_budget: int) -> None:
-        """Admit from ``waiting``, FCFS: mini_vllm's admission phase, unchanged."""
-        while self.waiting and token_budget > 0 and len(self.running) < self.max_num_seqs:
-            request = self.waiting[0]
-            hits, num_cached = self.kv.get_computed_blocks(request)
-            request.num_computed_tokens = num_cached
-            num_new = request.num_tokens - num_cached
-            if num_new == 0:
-                request.num_computed_tokens = num_cached = request.num_tokens - 1
-                num_new = 1
-            n = self._clamp_new_tokens(num_new, token_budget)
-            blocks = self.kv.allocate_slots(request, n, hits)
-            if blocks is None:
-                request.num_computed_tokens = 0
-                break  # head-of-line blocking, as in mini_vllm
-            self.waiting.popleft()
-            request.status = RequestStatus.RUNNING
-            self.running.append(request)
-            out.scheduled_requests.append(request)
-            out.scheduled_new_req_ids.append(request.request_id)
-            out.num_scheduled_tokens[request.request_id] = n
-            token_budget -= n
 
 
 def scheduler_with(allocate_or_preempt: AllocateOrPreempt) -> type[PreemptingScheduler]:
