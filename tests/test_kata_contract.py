@@ -51,6 +51,17 @@ def test_readme_tells_how_to_run_and_what_it_mirrors(kata: Kata) -> None:
 
 
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)
+def test_readme_never_prints_the_hints(kata: Kata) -> None:
+    # Hints come out through `katas hint --level N`, one level at a time, when the learner asks;
+    # printed in the README, level 3 (nearly the answer) would be read before the kata is tried.
+    readme = " ".join((kata.folder / "README.md").read_text(encoding="utf-8").split())
+    for level, hint in enumerate(kata.hints, 1):
+        words = " ".join(hint.split())
+        assert words[:60] not in readme, f"{kata.id}: README.md prints hint level {level}"
+    assert f"katas hint {kata.slug}" in readme, f"{kata.id}: README.md must say `katas hint`"
+
+
+@pytest.mark.parametrize("kata", KATAS, ids=IDS)
 def test_test_module_never_imports_stub_or_reference(kata: Kata) -> None:
     source = kata.test_path.read_text(encoding="utf-8")
     for forbidden in (kata.module_name("mine"), kata.module_name("reference")):
