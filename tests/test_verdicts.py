@@ -258,3 +258,17 @@ def test_katas_export_gradescope_writes_the_stored_verdicts(pytester: pytest.Pyt
     jsonschema.validate(results, json.loads(
         Path(gradescope.__file__).with_name("gradescope.schema.json").read_text()))
     assert [t["score"] for t in results["tests"]] == [1.0, 0.0]
+
+
+def test_the_shipped_stub_check_ignores_the_learners_edits(pytester: pytest.Pytester) -> None:
+    # The README's `pytest` checks that every stub as shipped is all todo; it reads the pristine
+    # store, so a learner who has solved a kata does not turn it red.
+    from tests.kata_builder import STUB
+
+    write_kata(pytester, stub=ADD)  # the learner's working file: solved
+    (pytester.path / "katas" / "pristine.json").write_text(
+        json.dumps({"phase00/demo": STUB.lstrip("\n")}))
+    result = run(pytester, "--impl=mine", "--katas-check=pristine", "katas")
+    assert result.parseoutcomes() == {"todo": 2}, result.stdout.str()
+    result.stdout.fnmatch_lines(["phase00/demo: todo: add: return the sum of a and b "
+                                 "(katas/phase00/demo/demo.py [pristine]:3)"])
