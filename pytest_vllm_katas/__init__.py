@@ -20,6 +20,7 @@ _LAZY = {
     "check_block_tables": "invariants",
     "check_kv_covers_schedule": "invariants",
     "check_scheduler_step": "invariants",
+    "first_step_difference": "invariants",
     "TOLERANCES": "tolerance",
     "assert_close": "tolerance",
 }
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and editors only
         check_block_tables,
         check_kv_covers_schedule,
         check_scheduler_step,
+        first_step_difference,
     )
     from .tolerance import TOLERANCES, assert_close
 
@@ -53,5 +55,6 @@ __all__ = [
     "check_scheduler_step",
     "discover",
     "expect_raises",
+    "first_step_difference",
     "find_root",
 ]

@@ -278,3 +278,13 @@ def assert_same_outputs(
             f"  {left:>8}[{lo}:]: {exp[lo : pos + 4]}\n"
             f"  {right:>8}[{lo}:]: {act[lo : pos + 4]}"
         )
+
+
+def first_step_difference(expected: list[dict], got: list[dict]) -> str:
+    """Where a per-step trace (one dict per engine step) first departs from the stock engine's:
+    "step 3 blocks: expected ..., got ...", or the step counts when one run is longer."""
+    for step, (e, g) in enumerate(zip(expected, got, strict=False)):
+        if e != g:
+            keys = [k for k in e if e[k] != g.get(k)]
+            return "; ".join(f"step {step} {k}: expected {e[k]}, got {g.get(k)}" for k in keys)
+    return f"the stock engine ran {len(expected)} steps, yours ran {len(got)}"

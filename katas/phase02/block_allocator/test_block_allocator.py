@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 
 import mini_vllm
 from mini_vllm import KVCacheBlock, KVCacheManager, LLMEngine, Request, SamplingParams
-from pytest_vllm_katas import expect_raises
+from pytest_vllm_katas import expect_raises, first_step_difference
 from pytest_vllm_katas.invariants import (
     assert_same_outputs,
     check_block_pool,
@@ -649,14 +649,6 @@ def run_engine(num_blocks: int, enable_caching: bool, block_pool_cls=None, check
     return outputs, trace, preemptions, cached
 
 
-def first_difference(expected: list[dict], got: list[dict]) -> str:
-    for step, (e, g) in enumerate(zip(expected, got, strict=False)):
-        if e != g:
-            keys = [k for k in e if e[k] != g.get(k)]
-            return "; ".join(f"step {step} {k}: expected {e[k]}, got {g.get(k)}" for k in keys)
-    return f"the stock engine ran {len(expected)} steps, yours ran {len(got)}"
-
-
 @pytest.mark.parametrize(
     ("num_blocks", "enable_caching"),
     [
@@ -671,7 +663,7 @@ def test_your_pool_drives_the_engine(impl, num_blocks: int, enable_caching: bool
     assert_same_outputs(stock[0], mine[0], labels=("stock", "yours"))
     assert mine[1] == stock[1], (
         "with your pool the engine made different decisions than with mini_vllm's: "
-        + first_difference(stock[1], mine[1])
+        + first_step_difference(stock[1], mine[1])
     )
     # The comparison is only worth something if the pool was really exercised.
     _, _, preemptions, cached = stock

@@ -13,7 +13,7 @@ import pytest
 
 from katas.phase02.share_and_evict.scaffold import kv_cache_manager_cls, make_manager
 from mini_vllm import KVCacheManager, LLMEngine, Request, SamplingParams, Scheduler
-from pytest_vllm_katas import expect_raises
+from pytest_vllm_katas import expect_raises, first_step_difference
 from pytest_vllm_katas.invariants import assert_same_outputs, check_block_pool, check_block_tables
 
 pytestmark = pytest.mark.cpu_ok
@@ -453,14 +453,6 @@ def stock_runs() -> dict[int, tuple]:
     return {}
 
 
-def first_difference(expected: list[dict], got: list[dict]) -> str:
-    for step, (e, g) in enumerate(zip(expected, got, strict=False)):
-        if e != g:
-            keys = [k for k in e if e[k] != g.get(k)]
-            return "; ".join(f"step {step} {k}: expected {e[k]}, got {g.get(k)}" for k in keys)
-    return f"the stock engine ran {len(expected)} steps, yours ran {len(got)}"
-
-
 @pytest.mark.parametrize(
     "num_blocks",
     [pytest.param(64, id="roomy_pool"), pytest.param(12, id="cramped_pool-eviction_preemption")],
@@ -473,7 +465,7 @@ def test_your_kv_functions_drive_the_engine(impl, stock_runs, num_blocks: int) -
     assert_same_outputs(stock[0], mine[0], labels=("stock", "yours"))
     assert mine[1] == stock[1], (
         "with your lookup, admission and release the engine made different decisions than "
-        "with mini_vllm's: " + first_difference(stock[1], mine[1])
+        "with mini_vllm's: " + first_step_difference(stock[1], mine[1])
     )
     # The comparison is only worth something if the cache was really exercised.
     _, _, preemptions, cached = stock
