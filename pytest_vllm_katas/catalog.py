@@ -214,17 +214,25 @@ def kata_folders(root: Path) -> list[Path]:
     )
 
 
-def discover(root: Path, *, skip_invalid: bool = False) -> list[Kata]:
-    """All katas under ``root``, in course order. An invalid ``kata.toml`` raises, or with
-    ``skip_invalid`` is left out (so one half-written kata cannot hide every other one)."""
-    katas = []
+def catalog(root: Path) -> tuple[list[Kata], list[tuple[Kata, str]]]:
+    """Every kata folder under ``root``, read once: the valid katas in course order, and the
+    folders whose ``kata.toml`` is missing or invalid, as placeholders with the error."""
+    katas, broken = [], []
     for folder in kata_folders(root):
         try:
             katas.append(load_kata(folder))
-        except KataError:
-            if not skip_invalid:
-                raise
-    return sorted(katas, key=lambda k: (k.phase, k.order, k.slug))
+        except KataError as exc:
+            broken.append((Kata.placeholder(folder), str(exc)))
+    return sorted(katas, key=lambda k: (k.phase, k.order, k.slug)), broken
+
+
+def discover(root: Path, *, skip_invalid: bool = False) -> list[Kata]:
+    """All katas under ``root``, in course order. An invalid ``kata.toml`` raises, or with
+    ``skip_invalid`` is left out (so one half-written kata cannot hide every other one)."""
+    katas, broken = catalog(root)
+    if broken and not skip_invalid:
+        raise KataError(broken[0][1])
+    return katas
 
 
 def relative_path(path: Path) -> str:
@@ -241,14 +249,20 @@ def is_learner_file(path: Path) -> bool:
     return "katas" in Path(path).resolve().parts and not Path(path).name.startswith("test_")
 
 
-@cache
-def kata_for_path(path: Path) -> Kata | None:
-    """The kata a file (typically its test module) belongs to, or None outside ``katas/``."""
+def kata_folder_of(path: Path) -> Path | None:
+    """The ``katas/phaseNN/<slug>/`` folder a file belongs to, or None outside ``katas/``."""
     path = Path(path).resolve()
     for parent in (path, *path.parents):
         if parent.parent.parent.name == "katas" and _PHASE_RE.match(parent.parent.name):
-            return load_kata(parent)
+            return parent
     return None
+
+
+@cache
+def kata_for_path(path: Path) -> Kata | None:
+    """The kata a file (typically its test module) belongs to, or None outside ``katas/``."""
+    folder = kata_folder_of(path)
+    return None if folder is None else load_kata(folder)
 
 
 def readable_kata_for_path(path: Path) -> Kata | None:
@@ -269,25 +283,14 @@ def find_root(start: Path | None = None) -> Path | None:
     return None
 
 
-def broken_katas(root: Path) -> list[tuple[Kata, str]]:
-    """Kata folders whose ``kata.toml`` is missing or invalid, as placeholders with the error."""
-    broken = []
-    for folder in kata_folders(root):
-        try:
-            load_kata(folder)
-        except KataError as exc:
-            broken.append((Kata.placeholder(folder), str(exc)))
-    return broken
-
-
 def resolve(root: Path, name: str) -> Kata:
     """A kata named by slug (``block_allocator``) or ``phaseNN/slug``; KataError if unknown."""
     name = name.strip().strip("/")
-    for placeholder, error in broken_katas(root):
+    katas, broken = catalog(root)
+    for placeholder, error in broken:
         if name in (placeholder.id, placeholder.slug, f"katas/{placeholder.id}"):
             raise KataError(f"{placeholder.id} cannot be used until its kata.toml is fixed: "
                             f"{error}")
-    katas = discover(root, skip_invalid=True)
     matches = [k for k in katas if name in (k.id, k.slug, f"katas/{k.id}")]
     if not matches:
         raise KataError(f"no kata named {name!r}; try `katas status` for the list")

@@ -129,7 +129,9 @@ def check(root: Path, katas: Sequence[Kata], *, reference: bool = True,
                             f"asks for at least {MIN_WRONG}")
         caught = sum(v.verdict == "caught" for v in verdicts)
         summary = f"{kata.lab}  {kata.id}: wrong solutions caught {caught}/{len(verdicts)}"
-        lines.append(summary + ("" if problems else ", stub todo, reference passes"))
+        if not problems:
+            summary += ", stub todo" + (", reference passes" if reference else "")
+        lines.append(summary)
         for v in verdicts:
             lines.append(f"    {v.verdict:<10} {v.wrong.name}  ({v.wrong.test})"
                          + ("" if v.verdict == "caught" else f": {v.detail}"))

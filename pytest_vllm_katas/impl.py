@@ -164,10 +164,10 @@ def load_impl(kata: Kata, impl: str, *, variant: str | None = None,
         with _own_interrupts() as pressed, time_limit(seconds, "at import: a loop at the "
                                                       "module's top level?"):
             return _import(kata, impl, variant)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if pressed:
             raise  # the learner pressed Ctrl-C: stop the run as pytest always does
-        failure = _import_failure(shown, KeyboardInterrupt(), kata, impl)
+        failure = _import_failure(shown, exc, kata, impl)
     except KataTimeout as exc:
         failure = KataImportError(f"cannot import {shown}: {exc}")
     except BaseException as exc:  # SyntaxError, ImportError, SystemExit, anything at top level

@@ -23,13 +23,15 @@ from .catalog import (
     PHASE_TITLES,
     Kata,
     KataError,
-    broken_katas,
+    catalog,
     discover,
+    kata_folder_of,
     kata_for_path,
 )
 from .hardware import cuda_present, versions
 from .impl import distributed, selected_impl
 from .outcomes import IMPORT_ERROR, PROBLEM, TODO, learner_outcome
+from .variants import selected_check
 
 CACHE_KEY = "katas/progress"
 RUNNING_KEY = "katas/running"  # the test a plain run is in; left behind only by a hard exit
@@ -269,8 +271,6 @@ class ProgressReporter:
         self.katas: dict[str, KataProgress] = {}
         self.started = time.time()
         self.crash_note: str | None = None
-        from .variants import selected_check
-
         # An authors' check grades variants, not the learner's code: it must not touch the
         # learner's stored progress.
         self.store = selected_check(config) is None and getattr(config, "cache", None) is not None
@@ -289,8 +289,7 @@ class ProgressReporter:
         try:
             kata = kata_for_path(path)
         except KataError as exc:
-            folder = next(p for p in (path, *path.parents) if p.parent.parent.name == "katas")
-            kata = Kata.placeholder(folder)
+            kata = Kata.placeholder(kata_folder_of(path))
             progress = self.katas.setdefault(kata.id, KataProgress(kata, self.impl))
             progress.collection_error = str(exc)
             return progress
@@ -557,7 +556,8 @@ def stored_rows(root: Path, stored: dict[str, dict], phase: str | None = None) -
     ``stored`` maps kata ids to entries of the cache or to the ``katas[]`` of a JSON report.
     """
     rows = []
-    for kata in discover(root, skip_invalid=True):
+    katas, broken = catalog(root)
+    for kata in katas:
         if phase and kata.phase != phase:
             continue
         entry = stored.get(kata.id, {})
@@ -568,6 +568,6 @@ def stored_rows(root: Path, stored: dict[str, dict], phase: str | None = None) -
                         ratio if isinstance(ratio, (int, float)) else None, kata.speed_budget,
                         blocked if isinstance(blocked, int) else 0))
     # A kata whose kata.toml is broken is one error row; it hides nothing else.
-    rows += [Row(kata, "error", 0, 0, error) for kata, error in broken_katas(root)
+    rows += [Row(kata, "error", 0, 0, error) for kata, error in broken
              if not phase or kata.phase == phase]
     return sorted(rows, key=lambda r: (r.kata.phase, r.kata.order, r.kata.slug))
