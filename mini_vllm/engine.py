@@ -23,10 +23,17 @@ engine:
   override ``schedule`` to drive the engine with a learner's scheduling step.
 * ``sampler``: an object with ``sample(logits, params) -> int``, or a bare function with that
   signature (kata 00-03's ``sample``).
-* ``model``: an object with ``forward(last_tokens, positions) -> logits`` (default
-  ``ToyModel(seed)``).
+* ``model``: the network. Default ``ToyModel(seed)``, or anything with the toy's
+  ``forward(last_tokens, positions) -> logits``; or a real model over the paged KV cache
+  (``mini_vllm.models``: ``forward(input_ids, positions, kv_caches, attn_metadata)`` +
+  ``compute_logits``). Either way it runs behind the :class:`ModelRunner`, which builds the
+  slot mapping and block tables and checks that every slot a request reads holds its token.
 * ``step_fn``: ``step_fn(scheduler, model, sampler) -> list[Request]`` replaces the body of
-  ``step()`` (kata 01-03's ``engine_step``); the default is :func:`engine_step`.
+  ``step()`` (kata 01-03's ``engine_step``); it gets the model itself and keeps the course's
+  ``forward(last_tokens, positions)`` contract. Default: :func:`engine_step` on the runner.
+* ``tokenizer``: ``encode`` / ``decode`` / ``eos_token_id`` (default the byte tokenizer;
+  ``mini_vllm.LLM`` passes the checkpoint's). ``max_model_len`` caps prompt + output (default:
+  the model's ``max_model_len`` if it has one); a request that cannot fit is refused.
 * ``check_stop``: ``check_stop(request) -> bool`` decides, after each appended token, whether the
   request is finished (and sets its status); the default is ``Request.maybe_finish`` (kata
   01-05's ``check_stop``; upstream ``vllm/v1/core/sched/utils.py: check_stop``).
@@ -45,6 +52,7 @@ from typing import Any
 
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
+from mini_vllm.model_runner import ModelRunner
 from mini_vllm.request import (
     Request,
     RequestStatus,
@@ -88,10 +96,12 @@ class _FunctionSampler:
 
 
 def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
-    """One engine iteration: schedule -> forward -> sample -> update. Returns finished requests.
+    """One engine iteration: schedule -> execute -> sample -> update. Returns finished requests.
 
-    Each scheduled request contributes one logits row: its last scheduled token at position
-    ``num_computed_tokens + n - 1``. Only rows that reach the end of the known tokens sample.
+    ``model`` is a :class:`ModelRunner` (the engine's default step) or, for a hand-wired step, a
+    bare toy-interface model. Each scheduled request contributes one logits row, at its last
+    scheduled token (position ``num_computed_tokens + n - 1``). Only rows that reach the end of
+    the known tokens sample.
     """
     output = scheduler.schedule()
     # The boundary between the (possibly learner-written) scheduler and the engine: a plan that
@@ -99,14 +109,14 @@ def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
     check_scheduler_output(output, scheduler.running)
     if not output.scheduled_requests:
         return []
-    last_tokens: list[int] = []
-    positions: list[int] = []
-    for request in output.scheduled_requests:
-        n = output.num_scheduled_tokens[request.request_id]
-        position = request.num_computed_tokens + n - 1
-        last_tokens.append(request.all_token_ids[position])
-        positions.append(position)
-    logits = model.forward(last_tokens, positions)
+    if hasattr(model, "execute_model"):
+        logits = model.execute_model(output)
+    else:
+        positions = [r.num_computed_tokens + output.num_scheduled_tokens[r.request_id] - 1
+                     for r in output.scheduled_requests]
+        last_tokens = [r.all_token_ids[p] for r, p in zip(output.scheduled_requests, positions,
+                                                            strict=True)]
+        logits = model.forward(last_tokens, positions)
     sampled: dict[str, int] = {}
     for row, request in enumerate(output.scheduled_requests):
         n = output.num_scheduled_tokens[request.request_id]
@@ -133,11 +143,19 @@ class LLMEngine:
         model: Any | None = None,
         step_fn: Callable[[Any, Any, Any], list[Request]] | None = None,
         check_stop: Callable[[Request], bool] | None = None,
+        tokenizer: Any | None = None,
+        max_model_len: int | None = None,
     ) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self.tokenizer = ByteTokenizer()
+        self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
         self.model = model if model is not None else ToyModel(seed=seed)
+        # Token ids a request may hold: the model's vocabulary (the toy's is the byte tokenizer's).
+        self.vocab_size = int(getattr(self.model, "vocab_size", self.tokenizer.vocab_size))
+        # Longest sequence (prompt + output) a request may reach; a real model's positions stop
+        # at its max_position_embeddings. None: only the KV pool limits it (the toy).
+        self.max_model_len = max_model_len if max_model_len is not None else getattr(
+            self.model, "max_model_len", None)
         if sampler is None:
             sampler = Sampler()
         elif not hasattr(sampler, "sample"):
@@ -158,7 +176,11 @@ class LLMEngine:
         )
         if check_stop is not None:
             self.scheduler.check_stop = check_stop
-        self._step_fn = step_fn or engine_step
+        self.model_runner = ModelRunner(self.model, self.kv_cache_manager,
+                                        num_blocks=num_blocks, block_size=block_size)
+        # A hand-wired step (kata 01-03) keeps the course's contract: it gets the model itself
+        # and calls forward(last_tokens, positions). The stock step goes through the runner.
+        self._step_fn = step_fn
         self.num_steps = 0
 
     # -- requests -------------------------------------------------------------------------------
@@ -180,7 +202,8 @@ class LLMEngine:
         # Request re-checks what it is given (it is also built directly, by katas and benchmarks);
         # on vetted input that is one cheap pass over the prompt.
         request = Request(
-            token_ids, params, request_id=request_id, eos_token_id=self.tokenizer.eos_token_id
+            token_ids, params, request_id=request_id, eos_token_id=self.tokenizer.eos_token_id,
+            vocab_size=self.vocab_size,
         )
         self.scheduler.add_request(request)  # refuses an id that is still in flight
         return request.request_id
@@ -193,9 +216,23 @@ class LLMEngine:
         """
         params = check_sampling_params(sampling_params)
         if isinstance(prompt, str) and prompt:
-            token_ids = self.tokenizer.encode(prompt)  # bytes: always valid token ids
+            token_ids = self.tokenizer.encode(prompt)  # always valid ids of this tokenizer
         else:  # token ids, or something that is neither (the empty str included)
-            token_ids = check_prompt_token_ids(prompt, "prompt", _PROMPT_FORMS)
+            token_ids = check_prompt_token_ids(prompt, "prompt", _PROMPT_FORMS,
+                                               vocab_size=self.vocab_size)
+        if self.max_model_len is not None:
+            limit = self.max_model_len
+            if len(token_ids) >= limit:
+                raise ValueError(
+                    f"the prompt is {len(token_ids)} tokens long, but max_model_len is {limit}: "
+                    f"it must be shorter, to leave room for at least one generated token"
+                )
+            if len(token_ids) + params.max_tokens > limit:
+                raise ValueError(
+                    f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) = "
+                    f"{len(token_ids) + params.max_tokens} exceeds max_model_len ({limit}): "
+                    f"lower max_tokens to at most {limit - len(token_ids)}"
+                )
         # The last sampled token is never fed back, so a full run needs P + max_tokens - 1 KV
         # slots. A request that cannot fit even alone would preempt itself forever.
         needed = len(token_ids) + params.max_tokens - 1
@@ -221,7 +258,10 @@ class LLMEngine:
     # -- the loop -------------------------------------------------------------------------------
 
     def step(self) -> list[Request]:
-        finished = self._step_fn(self.scheduler, self.model, self.sampler)
+        if self._step_fn is None:
+            finished = engine_step(self.scheduler, self.model_runner, self.sampler)
+        else:
+            finished = self._step_fn(self.scheduler, self.model, self.sampler)
         self.num_steps += 1
         return finished
 

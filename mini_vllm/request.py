@@ -143,14 +143,16 @@ def check_prompt_token_ids(
     token_ids: object,
     field: str = "prompt_token_ids",
     forms: str = "a non-empty sequence of int token ids",
+    vocab_size: int = VOCAB_SIZE,
 ) -> list[int]:
-    """The prompt as a fresh list of plain ints, each in ``[0, VOCAB_SIZE)``; ``ValueError`` else.
+    """The prompt as a fresh list of plain ints, each in ``[0, vocab_size)``; ``ValueError`` else.
 
     Shared by ``Request`` and ``LLMEngine`` (which vets a whole ``generate`` batch before queuing
     any of it, and also accepts text). ``field`` and ``forms`` are the caller's argument name and
-    what it accepts, so the message speaks the caller's API.
+    what it accepts, so the message speaks the caller's API. ``vocab_size`` is the model's (the
+    byte tokenizer's 257 by default).
     """
-    allowed = f"{forms} in [0, {VOCAB_SIZE})"
+    allowed = f"{forms} in [0, {vocab_size})"
     # A str is iterable, but its items are characters: the engine encodes text, a Request doesn't.
     if isinstance(token_ids, str) or not isinstance(token_ids, Iterable):
         raise _refuse(field, allowed, token_ids)
@@ -158,8 +160,8 @@ def check_prompt_token_ids(
     if not prompt:
         raise _refuse(field, allowed, prompt)
     for index, token in enumerate(prompt):
-        if not _is_int(token) or not 0 <= token < VOCAB_SIZE:
-            raise _refuse(f"{field}[{index}]", f"an int token id in [0, {VOCAB_SIZE})", token)
+        if not _is_int(token) or not 0 <= token < vocab_size:
+            raise _refuse(f"{field}[{index}]", f"an int token id in [0, {vocab_size})", token)
     return [int(t) for t in prompt]  # numpy ints become plain ints: one token type downstream
 
 
@@ -193,14 +195,15 @@ class Request:
         sampling_params: SamplingParams | None = None,
         request_id: str | None = None,
         eos_token_id: int = EOS_TOKEN_ID,
+        vocab_size: int = VOCAB_SIZE,
     ) -> None:
         # Everything is checked before an id is drawn, so a refused request leaves no trace.
-        prompt = check_prompt_token_ids(prompt_token_ids)
+        prompt = check_prompt_token_ids(prompt_token_ids, vocab_size=vocab_size)
         params = check_sampling_params(sampling_params)
         if request_id is not None and (not isinstance(request_id, str) or not request_id):
             raise _refuse("request_id", "a non-empty str or None", request_id)
-        if not _is_int(eos_token_id) or not 0 <= eos_token_id < VOCAB_SIZE:
-            raise _refuse("eos_token_id", f"an int token id in [0, {VOCAB_SIZE})", eos_token_id)
+        if not _is_int(eos_token_id) or not 0 <= eos_token_id < vocab_size:
+            raise _refuse("eos_token_id", f"an int token id in [0, {vocab_size})", eos_token_id)
         self.request_id: str = request_id if request_id is not None else next_request_id()
         self.prompt_token_ids: list[int] = prompt
         self.output_token_ids: list[int] = []

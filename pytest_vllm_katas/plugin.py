@@ -17,6 +17,8 @@ pytest_plugins = [
     "pytest_vllm_katas.progress",
     "pytest_vllm_katas.header",
     "pytest_vllm_katas.bench",
+    # `tiny_llama`: mini_vllm's seeded real model, for engine-driving tests.
+    "pytest_vllm_katas.real_model",
     # The live tier's engine fixtures and `live` marker; engines start only when a test asks.
     "pytest_vllm_katas.live.fixtures",
 ]

@@ -1,67 +1,11 @@
-"""The per-user model cache: where converted checkpoints live, and how they are written safely.
+"""The per-user model cache, re-exported from ``mini_vllm.models.cache`` where it now lives.
 
-The cache is ``$KATAS_MODELS_DIR`` or the platform's user cache directory, never the repository.
-A checkpoint is built in a scratch directory next to its target and published with one
-``os.replace``; a ``katas-model.json`` marker inside says it is complete. Readers (and
-pytest-xdist workers building the same model at once) therefore never see half a checkpoint.
+mini_vllm loads the same checkpoints without torch, so the cache belongs to it; this module keeps
+the old import path working for the live tier and for learners' code.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TextIO
+from mini_vllm.models.cache import MARKER, MODELS_DIR_ENV, building, models_dir, progress
 
-MODELS_DIR_ENV = "KATAS_MODELS_DIR"
-MARKER = "katas-model.json"
-
-
-def models_dir() -> Path:
-    """Where converted checkpoints live: ``$KATAS_MODELS_DIR``, else the user cache directory."""
-    env = os.environ.get(MODELS_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vllm-katas" / "models"
-
-
-@contextmanager
-def building(target: Path) -> Iterator[Path]:
-    """Yield a scratch directory next to ``target``; publish it with one atomic rename.
-
-    Two processes may build the same model at once; the loser's copy is discarded, so readers
-    never see a half-written directory. The caller writes ``MARKER`` last.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield scratch
-        scratch.chmod(0o755)  # mkdtemp makes it private; a cache dir should read like any other
-        try:
-            os.replace(scratch, target)
-        except OSError:
-            if not (target / MARKER).exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def progress(label: str, done: int, total: int, *, stream: TextIO | None = None,
-             width: int = 30) -> None:
-    """A one-line progress bar on stderr (no dependency on tqdm)."""
-    stream = stream or sys.stderr
-    frac = done / total if total else 1.0
-    bar = "#" * int(frac * width)
-    end = "\n" if done >= total else ""
-    stream.write(f"\r{label:<28} [{bar:<{width}}] {frac:6.1%}{end}")
-    stream.flush()
+__all__ = ["MARKER", "MODELS_DIR_ENV", "building", "models_dir", "progress"]

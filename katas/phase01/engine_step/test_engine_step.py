@@ -383,3 +383,60 @@ def test_your_step_drives_the_engine_with_chunking_caching_and_preemption(impl) 
         f"this run must exercise every optimization: chunked steps {seen['chunks']}, "
         f"prefix-cache admissions {seen['hits']}, preemptions {preemptions}"
     )
+
+
+class RowsThroughTheRunner:
+    """The course's ``forward(last_tokens, positions)``, served by a real network.
+
+    A real model needs every token a row computes, not just the last one, so each call runs the
+    engine's model runner on the plan ``schedule()`` just returned (seen through a probe that
+    changes nothing), after checking that the rows you built are that plan's rows.
+    """
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.runner = engine.model_runner
+        self.plan: Any = None
+        original = engine.scheduler.schedule
+
+        def probe():  # type: ignore[no-untyped-def]
+            self.plan = original()
+            return self.plan
+
+        engine.scheduler.schedule = probe  # type: ignore[method-assign]
+
+    def forward(self, last_tokens: Sequence[int], positions: Sequence[int]) -> np.ndarray:
+        plan, self.plan = self.plan, None
+        assert plan is not None, (
+            "model.forward was called without a fresh scheduler.schedule() before it: exactly "
+            "one forward per scheduled step"
+        )
+        rows = plan.scheduled_requests
+        want_pos = [r.num_computed_tokens + plan.num_scheduled_tokens[r.request_id] - 1
+                    for r in rows]
+        want = [(r.all_token_ids[p], p) for r, p in zip(rows, want_pos, strict=True)]
+        got = [(int(t), int(p)) for t, p in zip(last_tokens, positions, strict=False)]
+        assert got == want, (
+            f"forward got rows (token, position) {got}, but the scheduled requests' last tokens "
+            f"are {want}: row i is scheduled request i's last scheduled token"
+        )
+        return self.runner.execute_model(plan)
+
+
+def test_your_step_drives_a_real_model(impl, tiny_llama) -> None:
+    # The lockstep drive again, on mini_vllm's seeded tiny Llama: a network that reads its K/V
+    # from the paged cache through the engine's model runner.
+    stock = LLMEngine(model=tiny_llama, **DRIVE_KWARGS)
+    expected = stock.generate(MIXED_PROMPTS, MIXED_PARAMS)
+    engine = LLMEngine(model=tiny_llama, **DRIVE_KWARGS)
+    rows = RowsThroughTheRunner(engine)
+    ids = [engine.add_request(p, sp) for p, sp in zip(MIXED_PROMPTS, MIXED_PARAMS, strict=True)]
+    requests = [engine.get_request(rid) for rid in ids]
+    while engine.has_unfinished_requests():
+        assert engine.num_steps < MAX_STEPS, f"no end after {MAX_STEPS} steps"
+        impl.engine_step(engine.scheduler, rows, engine.sampler)
+        engine.num_steps += 1
+    assert_same_outputs(
+        [r.output_token_ids for r in expected],
+        [r.output_token_ids for r in requests],
+        labels=("engine", "yours"),
+    )

@@ -602,7 +602,8 @@ WAVES = [
 ]
 
 
-def run_engine(num_blocks: int, enable_caching: bool, block_pool_cls=None, check=None):
+def run_engine(num_blocks: int, enable_caching: bool, block_pool_cls=None, check=None,
+               model=None):
     """Run the two waves; return (outputs, per-step trace, preemptions, cached tokens).
 
     The trace records, every step: who was scheduled for how many tokens, who was preempted,
@@ -611,7 +612,7 @@ def run_engine(num_blocks: int, enable_caching: bool, block_pool_cls=None, check
     """
     engine = LLMEngine(
         num_blocks=num_blocks, block_size=4, enable_caching=enable_caching,
-        max_num_batched_tokens=32, max_num_seqs=4, block_pool_cls=block_pool_cls,
+        max_num_batched_tokens=32, max_num_seqs=4, block_pool_cls=block_pool_cls, model=model,
     )
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     names: dict[str, str] = {}
@@ -671,6 +672,21 @@ def test_your_pool_drives_the_engine(impl, num_blocks: int, enable_caching: bool
         assert cached > 0, "workload check: the prefix cache should have been hit"
     if num_blocks == 16:
         assert preemptions > 0, "workload check: the cramped pool should have forced preemption"
+
+
+def test_your_pool_drives_a_real_model(impl, tiny_llama) -> None:
+    # The same waves on a real network (mini_vllm's seeded tiny Llama) that reads its K/V back
+    # through the block tables your pool fills: a block handed out twice, or freed while still
+    # referenced, now changes tokens or stops the engine with the slot at fault.
+    mine = run_engine(16, True, block_pool_cls=impl.BlockPool, check=checked, model=tiny_llama)
+    stock = run_engine(16, True, model=tiny_llama)
+    assert_same_outputs(stock[0], mine[0], labels=("stock", "yours"))
+    assert mine[1] == stock[1], (
+        "with your pool the engine made different decisions than with mini_vllm's: "
+        + first_step_difference(stock[1], mine[1])
+    )
+    _, _, preemptions, cached = stock
+    assert cached > 0 and preemptions > 0, "workload check: hits and preemption should happen"
 
 
 # --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------

@@ -448,6 +448,22 @@ def test_your_step_drives_the_engine_token_for_token(impl, workload: Workload) -
     )
 
 
+def test_your_step_drives_a_real_model(impl, tiny_llama) -> None:
+    # The first workload again, on a real network (mini_vllm's seeded tiny Llama) that reads
+    # every token's K/V back from the paged cache: a token scheduled without a reserved slot
+    # stops the engine with the request and slot named instead of passing unnoticed.
+    workload = WORKLOADS[0].values[0]
+    kwargs = {**workload.engine_kwargs, "model": tiny_llama, "enable_caching": False}
+    yours = _drive(LLMEngine(scheduler_cls=scheduler_driven_by(impl.schedule_step), **kwargs),
+                   workload.arrivals)
+    stock = _drive(LLMEngine(**kwargs), workload.arrivals)
+    assert_same_outputs(stock.tokens, yours.tokens, labels=("stock", "yours"))
+    assert yours.steps == stock.steps, (
+        f"same tokens, but the schedule departs from mini_vllm's at step "
+        f"{_first_difference(stock.steps, yours.steps)}"
+    )
+
+
 # --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------
 
 

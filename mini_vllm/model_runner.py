@@ -1,0 +1,230 @@
+"""ModelRunner: turn one step's plan into model inputs, own the paged KV cache, run the model.
+
+Upstream twins: ``vllm/v1/worker/gpu_model_runner.py: GPUModelRunner`` (``_prepare_inputs``,
+``execute_model``, ``initialize_kv_cache``) and ``vllm/v1/worker/block_table.py: BlockTable``
+(``compute_slot_mapping``).
+
+Each step the runner builds what upstream builds from a ``SchedulerOutput``:
+
+* ``input_ids`` and ``positions`` of every scheduled token, requests packed back to back;
+* ``query_start_loc`` (where each request's rows start) and ``seq_lens`` (its context length once
+  this step's tokens are in);
+* the block table (each request's physical block ids, from the KV cache manager) and the
+  **slot mapping**: token at position ``p`` goes to slot ``table[p // block_size] * block_size +
+  p % block_size``;
+* ``logits_indices``: the last row of each request, the only row whose logits anyone reads.
+
+A real model (anything with ``compute_logits``, e.g. ``mini_vllm.models.llama``) writes its K/V
+through the slot mapping into per-layer caches ``[num_blocks, block_size, num_kv_heads,
+head_dim]`` sized from the KV manager's block count, and attends through the block table. The
+course's ``ToyModel`` (``forward(last_tokens, positions)``) runs behind the same runner and is
+given the rows at ``logits_indices``, exactly as before.
+
+For both, the runner also writes a fingerprint — the token and its position — into every slot it
+fills, and before any row is computed checks that each request's context, read back through its
+block table, is exactly that request's tokens. A scheduler that computes a token with no slot, a
+block pool that hands one block to two requests, or a block freed and reused while a request
+still reads it, all raise :class:`KVCacheError` naming the step, the request and the slot — never
+a silently different token, not even with the toy model that ignores K/V.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mini_vllm.attention import AttentionMetadata
+from mini_vllm.request import Request
+from mini_vllm.scheduler import SchedulerOutput
+
+_NEVER_WRITTEN = -1
+
+
+class KVCacheError(AssertionError):
+    """A step would read or write KV memory it does not own: a bug in the block pool, KV manager
+    or scheduler, never in the request. An ``AssertionError``, like ``SchedulerContractError``, so
+    pytest reports a broken invariant and code refusing bad input (``ValueError``) never hides it.
+    """
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Everything one forward pass needs, in upstream's names."""
+
+    #: the scheduled requests, in row order (``SchedulerOutput.scheduled_requests``).
+    requests: list[Request]
+    input_ids: np.ndarray  # int64 [num_tokens]
+    positions: np.ndarray  # int64 [num_tokens]
+    attn_metadata: AttentionMetadata
+    #: int64 [num_reqs]: row of each request's last scheduled token (its logits row).
+    logits_indices: np.ndarray
+
+
+def is_real_model(model: Any) -> bool:
+    """A network over the paged cache (``forward(input_ids, positions, kv_caches, metadata)`` +
+    ``compute_logits``), as opposed to the toy's ``forward(last_tokens, positions)``."""
+    return hasattr(model, "compute_logits")
+
+
+class ModelRunner:
+    def __init__(self, model: Any, kv_cache_manager: Any, *, num_blocks: int,
+                 block_size: int) -> None:
+        self.model = model
+        self.kv = kv_cache_manager
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.num_steps = 0
+        num_slots = num_blocks * block_size
+        # The fingerprint of what each slot holds: which token, at which position.
+        self.slot_token_ids = np.full(num_slots, _NEVER_WRITTEN, dtype=np.int64)
+        self.slot_positions = np.full(num_slots, _NEVER_WRITTEN, dtype=np.int64)
+        self.kv_caches: list[tuple[np.ndarray, np.ndarray]] = []
+        if is_real_model(model):
+            shape = (num_blocks, block_size, model.num_kv_heads, model.head_dim)
+            # np.zeros maps pages lazily: blocks never written cost no memory.
+            self.kv_caches = [(np.zeros(shape, model.dtype), np.zeros(shape, model.dtype))
+                              for _ in range(model.num_layers)]
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def prepare_inputs(self, output: SchedulerOutput) -> ModelInputs:
+        """Flatten the plan into token rows, block tables and the slot mapping.
+
+        Raises :class:`KVCacheError` when a scheduled token has no allocated slot.
+        """
+        requests = list(output.scheduled_requests)
+        counts = [output.num_scheduled_tokens[r.request_id] for r in requests]
+        starts = np.zeros(len(requests) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        seq_lens = np.array([r.num_computed_tokens + n for r, n in zip(requests, counts,
+                                                                       strict=True)],
+                            dtype=np.int64)
+        tables = [self._block_ids(r, int(s)) for r, s in zip(requests, seq_lens, strict=True)]
+        block_table = np.zeros((len(requests), max(map(len, tables), default=0)), np.int64)
+        for row, table in enumerate(tables):
+            block_table[row, : len(table)] = table
+        self._check_block_ids(requests, seq_lens, block_table)
+
+        num_tokens = int(starts[-1])
+        row_of_token = np.repeat(np.arange(len(requests)), counts)
+        positions = (np.arange(num_tokens) - starts[row_of_token]
+                     + (seq_lens - counts)[row_of_token])
+        input_ids = np.empty(num_tokens, dtype=np.int64)
+        for request, start, stop in zip(requests, starts[:-1], starts[1:], strict=True):
+            first = request.num_computed_tokens
+            input_ids[start:stop] = request.all_token_ids[first : first + (stop - start)]
+        slot_mapping = (block_table[row_of_token, positions // self.block_size] * self.block_size
+                        + positions % self.block_size)
+        metadata = AttentionMetadata(
+            query_start_loc=starts, seq_lens=seq_lens, block_table=block_table,
+            slot_mapping=slot_mapping, block_size=self.block_size,
+        )
+        return ModelInputs(requests, input_ids, positions, metadata, starts[1:] - 1)
+
+    def _block_ids(self, request: Request, seq_len: int) -> list[int]:
+        """The request's block ids, after checking they cover ``seq_len`` tokens and are live."""
+        rid = request.request_id
+        ids = self.kv.get_block_ids(rid)
+        needed = -(-seq_len // self.block_size)
+        if len(ids) < needed:
+            first = len(ids) * self.block_size
+            raise KVCacheError(
+                f"step {self.num_steps}: request {rid!r} computes up to position {seq_len - 1} "
+                f"but its block table {ids} covers only {first} tokens: position {first} has no "
+                f"KV slot (was allocate_slots called for this request before scheduling it?)"
+            )
+        if hasattr(self.kv, "get_blocks"):
+            stale = [b for b in self.kv.get_blocks(rid) if b.ref_cnt < 1]
+            if stale:
+                raise KVCacheError(
+                    f"step {self.num_steps}: request {rid!r} still references block "
+                    f"{stale[0].block_id}, but the pool says ref_cnt={stale[0].ref_cnt}: it was "
+                    f"freed while in use and may be handed to another request"
+                )
+        return ids
+
+    def _check_block_ids(self, requests: list[Request], seq_lens: np.ndarray,
+                         block_table: np.ndarray) -> None:
+        """Every block a request reads must be a real one: 1..num_blocks-1 (0 is the null block)."""
+        needed = -(-seq_lens // self.block_size)
+        used = np.arange(block_table.shape[1])[None, :] < needed[:, None]
+        bad = used & ((block_table < 1) | (block_table >= self.num_blocks))
+        if bad.any():
+            row, index = (int(i[0]) for i in np.nonzero(bad))
+            raise KVCacheError(
+                f"step {self.num_steps}: request {requests[row].request_id!r}'s block table "
+                f"{block_table[row, : needed[row]].tolist()} holds block {block_table[row, index]} "
+                f"at index {index}: a request may only hold blocks 1..{self.num_blocks - 1} "
+                f"(block 0 is the null block)"
+            )
+
+    # -- the fingerprint check --------------------------------------------------------------------
+
+    def _write_and_check_fingerprints(self, inputs: ModelInputs) -> None:
+        """Record what this step writes, then check every request's whole context reads back as
+        its own tokens, position by position."""
+        meta = inputs.attn_metadata
+        slots = meta.slot_mapping
+        unique, first_index, counts = np.unique(slots, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            slot = int(unique[counts > 1][0])
+            rows = np.flatnonzero(slots == slot)
+            owners = [self._owner(inputs, int(r)) for r in rows]
+            raise KVCacheError(
+                f"step {self.num_steps}: slot {slot} (block {slot // self.block_size}) is written "
+                f"twice in one step, by {owners}: one block was handed to two requests"
+            )
+        self.slot_token_ids[slots] = inputs.input_ids
+        self.slot_positions[slots] = inputs.positions
+
+        seq_lens = meta.seq_lens
+        row = np.repeat(np.arange(len(seq_lens)), seq_lens)
+        ctx_start = np.zeros(len(seq_lens), dtype=np.int64)
+        np.cumsum(seq_lens[:-1], out=ctx_start[1:])
+        pos = np.arange(int(seq_lens.sum())) - ctx_start[row]
+        ctx_slots = (meta.block_table[row, pos // self.block_size] * self.block_size
+                     + pos % self.block_size)
+        expected = np.concatenate([
+            np.asarray(r.all_token_ids[: int(n)], dtype=np.int64)
+            for r, n in zip(inputs.requests, seq_lens, strict=True)
+        ]) if len(seq_lens) else np.empty(0, np.int64)
+        ok = (self.slot_token_ids[ctx_slots] == expected) & (self.slot_positions[ctx_slots] == pos)
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            request = inputs.requests[int(row[bad])]
+            slot, p = int(ctx_slots[bad]), int(pos[bad])
+            held_token, held_pos = int(self.slot_token_ids[slot]), int(self.slot_positions[slot])
+            held = ("nothing: it was never written" if held_token == _NEVER_WRITTEN
+                    else f"token {held_token} of position {held_pos}")
+            raise KVCacheError(
+                f"step {self.num_steps}: request {request.request_id!r} reads position {p} "
+                f"(token {int(expected[bad])}) from slot {slot} (block {slot // self.block_size}, "
+                f"offset {slot % self.block_size}), which holds {held}. Its K/V is not there: "
+                f"the block was freed and reused while the request still held it, given to two "
+                f"requests, or counted as computed without being computed"
+            )
+
+    @staticmethod
+    def _owner(inputs: ModelInputs, token_row: int) -> str:
+        request_row = int(np.searchsorted(inputs.attn_metadata.query_start_loc, token_row,
+                                          side="right") - 1)
+        return inputs.requests[request_row].request_id
+
+    # -- the forward pass -------------------------------------------------------------------------
+
+    def execute_model(self, output: SchedulerOutput) -> np.ndarray:
+        """Run the model on a non-empty plan; logits row ``i`` is scheduled request ``i``'s."""
+        inputs = self.prepare_inputs(output)
+        self._write_and_check_fingerprints(inputs)
+        last = inputs.logits_indices
+        if is_real_model(self.model):
+            hidden = self.model.forward(inputs.input_ids, inputs.positions, self.kv_caches,
+                                        inputs.attn_metadata)
+            logits = self.model.compute_logits(hidden[last])
+        else:
+            logits = self.model.forward(inputs.input_ids[last].tolist(),
+                                        inputs.positions[last].tolist())
+        self.num_steps += 1
+        return logits
