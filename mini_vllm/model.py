@@ -7,8 +7,10 @@ Honest simplification: the toy never reads the KV cache. Its logits for a row de
 model seed, the last scheduled token of that row and that token's position. That is exactly
 enough for the course's equality tests: a request's continuation is fixed by
 ``(last token, position)``, so chunked prefill, prefix caching, paging and preemption-by-
-recompute can only change *when* a token is produced, never *which* — and any scheduler bug that
-feeds the wrong token or position changes the output and is caught.
+recompute can only change *when* a token is produced, never *which*. Memory is still checked:
+the toy runs behind the same ``ModelRunner`` as the real models (``mini_vllm.models``), which
+writes a fingerprint of every token into its KV slot and refuses a step whose requests would read
+a slot that does not hold their own token (``KVCacheError``).
 
 Trap avoided: Python's ``hash()`` of ``str`` is salted per process; we mix integers with a
 fixed 64-bit finaliser instead, so two processes (or xdist workers) agree bit for bit.
