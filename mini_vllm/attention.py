@@ -23,6 +23,7 @@ token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -45,9 +46,29 @@ class AttentionMetadata:
     def num_reqs(self) -> int:
         return len(self.seq_lens)
 
-    @property
+    # Derived once per step, then shared by every layer (cached on the instance).
+
+    @cached_property
     def query_lens(self) -> np.ndarray:
         return np.diff(self.query_start_loc)
+
+    @cached_property
+    def decode_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """For the one-row (decode) requests: their rows, block tables, context lengths, and
+        which gathered positions lie past each one's length (``None`` when none do)."""
+        decodes = np.flatnonzero(self.query_lens == 1)
+        if not decodes.size:
+            return None
+        lens = self.seq_lens[decodes]
+        longest = int(lens.max())
+        tables = self.block_table[decodes, : -(-longest // self.block_size)]
+        beyond = np.arange(longest)[None, :] >= lens[:, None]  # [b, longest]
+        return self.query_start_loc[decodes], tables, lens, beyond if beyond.any() else None
+
+    @cached_property
+    def prefills(self) -> np.ndarray:
+        """Requests with more than one query row (a prompt or a prefill chunk)."""
+        return np.flatnonzero(self.query_lens > 1)
 
 
 def write_to_kv_cache(key: np.ndarray, value: np.ndarray, key_cache: np.ndarray,
@@ -87,29 +108,27 @@ def paged_attention(query: np.ndarray, key_cache: np.ndarray, value_cache: np.nd
     block_size = metadata.block_size
     out = np.empty_like(query)
     starts = metadata.query_start_loc
-    query_lens = metadata.query_lens
     seq_lens = metadata.seq_lens
 
-    decodes = np.flatnonzero(query_lens == 1)
-    if decodes.size:
-        rows = starts[decodes]
-        lens = seq_lens[decodes]
-        num_blocks_read = -(-int(lens.max()) // block_size)
-        tables = metadata.block_table[decodes, :num_blocks_read]
-        keys = _gather_context(key_cache, tables)  # [b, L, kvh, d]
-        values = _gather_context(value_cache, tables)
-        q = query[rows].reshape(len(decodes), num_kv_heads, group, head_dim)
+    plan = metadata.decode_plan
+    if plan is not None:
+        rows, tables, lens, beyond = plan
+        longest = beyond.shape[1] if beyond is not None else int(lens.max())
+        keys = _gather_context(key_cache, tables)[:, :longest]  # [b, L, kvh, d]
+        values = _gather_context(value_cache, tables)[:, :longest]
+        q = query[rows].reshape(len(rows), num_kv_heads, group, head_dim)
         # [b, kvh, g, d] @ [b, kvh, d, L] -> [b, kvh, g, L]
-        scores = np.matmul(q, keys.transpose(0, 2, 3, 1)) * scale
-        # Padding past a request's length (other requests are longer) must get zero weight.
-        beyond = np.arange(keys.shape[1])[None, :] >= lens[:, None]  # [b, L]
-        scores[np.broadcast_to(beyond[:, None, None, :], scores.shape)] = -np.inf
+        scores = np.matmul(q, keys.transpose(0, 2, 3, 1))
+        scores *= scale
+        if beyond is not None:
+            # Padding past a request's length (others in the batch are longer): zero weight.
+            scores[np.broadcast_to(beyond[:, None, None, :], scores.shape)] = -np.inf
         probs = _softmax_rows(scores)
         # [b, kvh, g, L] @ [b, kvh, L, d] -> [b, kvh, g, d]
         out[rows] = np.matmul(probs, values.transpose(0, 2, 1, 3)).reshape(
-            len(decodes), num_heads, head_dim)
+            len(rows), num_heads, head_dim)
 
-    for i in np.flatnonzero(query_lens > 1):
+    for i in metadata.prefills:
         start, stop, seq_len = int(starts[i]), int(starts[i + 1]), int(seq_lens[i])
         q_len = stop - start
         num_blocks_read = -(-seq_len // block_size)

@@ -75,12 +75,21 @@ class RotaryEmbedding:
         freqs = np.outer(np.arange(max_position, dtype=np.float64), inv_freq)
         # [max_position, head_dim]: cos in the first half, sin in the second, as upstream.
         self.cos_sin_cache = np.concatenate([np.cos(freqs), np.sin(freqs)], axis=-1).astype(dtype)
+        # Every layer rotates at the same positions within one forward pass: gather once.
+        self._positions: np.ndarray | None = None
+        self._cos_sin: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _cos_sin_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if positions is not self._positions:  # holding the array keeps `is` meaningful
+            cos_sin = self.cos_sin_cache[positions][:, None, :]  # [T, 1, head_dim]
+            half = self.head_dim // 2
+            self._positions, self._cos_sin = positions, (cos_sin[..., :half], cos_sin[..., half:])
+        return self._cos_sin
 
     def __call__(self, positions: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Rotate ``x`` (``[num_tokens, num_heads, head_dim]``); returns a new array."""
         half = self.head_dim // 2
-        cos_sin = self.cos_sin_cache[positions][:, None, :]  # [T, 1, head_dim]
-        cos, sin = cos_sin[..., :half], cos_sin[..., half:]
+        cos, sin = self._cos_sin_at(positions)
         x1, x2 = x[..., :half], x[..., half:]
         out = np.empty(x.shape, x.dtype)
         first, second = out[..., :half], out[..., half:]
