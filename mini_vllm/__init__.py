@@ -18,6 +18,7 @@ from mini_vllm.block_pool import (
     KVCacheBlock,
     hash_block_tokens,
 )
+from mini_vllm.config import ControlPlanePolicy
 from mini_vllm.engine import LLMEngine, RequestOutput, engine_step
 from mini_vllm.kv_cache import KVCacheManager
 from mini_vllm.model import ToyModel
@@ -42,6 +43,7 @@ __all__ = [
     "VOCAB_SIZE",
     "BlockPool",
     "ByteTokenizer",
+    "ControlPlanePolicy",
     "FreeKVCacheBlockQueue",
     "KVCacheError",
     "KVCacheBlock",

@@ -14,6 +14,9 @@ I3. Only full blocks get a hash (the pool cannot know fullness; ``KVCacheManager
     full ones).
 I4. Free is not forgotten: a freed block keeps its hash and stays findable until it is popped for
     reuse (lazy eviction); ``touch`` revives it from the middle of the queue in O(1).
+
+Two options follow vLLM 0.32 instead of the course (``mini_vllm/config.py`` explains both):
+``free_unhashed_blocks_first`` and ``cache_duplicate_blocks``. Both are off by default.
 """
 
 from __future__ import annotations
@@ -104,6 +107,25 @@ class FreeKVCacheBlockQueue:
         self._tail.prev_free = block
         self.num_free_blocks += 1
 
+    def prepend_n(self, blocks: Sequence[KVCacheBlock]) -> None:
+        """Put ``blocks`` at the front, keeping their order: the first given is evicted first.
+
+        Chains them first, then splices the chain in after the head (upstream's ``prepend_n``).
+        """
+        for block in blocks:  # all checked before any link changes
+            if block.prev_free is not None or block.next_free is not None:
+                raise ValueError(f"block {block.block_id} is already in the free queue")
+        prev = self._head
+        first_old = prev.next_free
+        assert first_old is not None
+        for block in blocks:
+            prev.next_free = block
+            block.prev_free = prev
+            prev = block
+        prev.next_free = first_old
+        first_old.prev_free = prev
+        self.num_free_blocks += len(blocks)
+
     def get_all_free_blocks(self) -> list[KVCacheBlock]:
         """Front to back (first evicted first). O(n): for tests and invariant checks."""
         out: list[KVCacheBlock] = []
@@ -118,17 +140,38 @@ class FreeKVCacheBlockQueue:
 
 
 class BlockPool:
-    """Hands out blocks, takes them back, and remembers which full blocks hold which prefix."""
+    """Hands out blocks, takes them back, and remembers which full blocks hold which prefix.
 
-    def __init__(self, num_blocks: int, enable_caching: bool = True) -> None:
+    ``free_unhashed_blocks_first`` (vLLM 0.32's ``BlockPool.free_blocks``): a freed block without
+    a hash goes to the *front* of the free queue, since no request can ever hit it; hashed blocks
+    still join the back. Off (the course): every freed block joins the back.
+
+    ``cache_duplicate_blocks`` (vLLM 0.32's ``BlockHashToBlockMap``): a block whose hash is
+    already indexed to another block is registered too, as a twin, so the content survives the
+    first block's eviction. Off (the course): the twin stays unhashed.
+    """
+
+    def __init__(
+        self,
+        num_blocks: int,
+        enable_caching: bool = True,
+        free_unhashed_blocks_first: bool = False,
+        cache_duplicate_blocks: bool = False,
+    ) -> None:
         if num_blocks < 2:
             raise ValueError(f"num_blocks must be >= 2 (block 0 is reserved), got {num_blocks}")
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
+        self.free_unhashed_blocks_first = free_unhashed_blocks_first
+        self.cache_duplicate_blocks = cache_duplicate_blocks
         self.blocks = [KVCacheBlock(block_id=i) for i in range(num_blocks)]
         self.free_queue = FreeKVCacheBlockQueue(self.blocks)
-        # One block per hash (upstream keeps several so ids stay stable; see cache_full_blocks).
+        # The block a lookup returns for each hash: the earliest registered that is still cached.
         self.cached_block_hash_to_block: dict[BlockHash, KVCacheBlock] = {}
+        # Later twins per hash, oldest first (only with cache_duplicate_blocks). Upstream keeps
+        # all of them in one {block_id: block} dict per hash and returns its first; splitting off
+        # the first keeps the index above a plain hash -> block map (what the katas read).
+        self.duplicate_cached_blocks: dict[BlockHash, dict[int, KVCacheBlock]] = {}
         # Block 0 is a placeholder that lets "no block here" live inside a block-table tensor
         # without -1 sentinels. It is never handed out, freed, queued or cached.
         self.null_block = self.free_queue.popleft()
@@ -155,14 +198,34 @@ class BlockPool:
         return out
 
     def _maybe_evict(self, block: KVCacheBlock) -> bool:
-        if block.block_hash is None:
+        block_hash = block.block_hash
+        if block_hash is None:
             return False
+        if self.duplicate_cached_blocks:  # filled only with cache_duplicate_blocks
+            self._evict_among_twins(block, block_hash)
         # Drop the index entry only if it points at *this* block: another physical block may
         # carry the same chained hash (identical content) and own the entry.
-        if self.cached_block_hash_to_block.get(block.block_hash) is block:
-            del self.cached_block_hash_to_block[block.block_hash]
+        elif self.cached_block_hash_to_block.get(block_hash) is block:
+            del self.cached_block_hash_to_block[block_hash]
         block.reset_hash()
         return True
+
+    def _evict_among_twins(self, block: KVCacheBlock, block_hash: BlockHash) -> None:
+        """Drop ``block``, and only it, from the index; its twins keep the content findable.
+
+        If lookups returned ``block``, the oldest twin takes over, as the first entry of
+        upstream's insertion-ordered ``{block_id: block}`` does.
+        """
+        twins = self.duplicate_cached_blocks.get(block_hash)
+        if self.cached_block_hash_to_block.get(block_hash) is block:
+            if twins:
+                self.cached_block_hash_to_block[block_hash] = twins.pop(next(iter(twins)))
+            else:
+                del self.cached_block_hash_to_block[block_hash]
+        elif twins is not None:
+            twins.pop(block.block_id, None)
+        if twins is not None and not twins:
+            del self.duplicate_cached_blocks[block_hash]
 
     def touch(self, blocks: Iterable[KVCacheBlock]) -> None:
         """Take a reference on cache-hit blocks, reviving free ones (the O(1) middle removal)."""
@@ -175,16 +238,26 @@ class BlockPool:
         """Drop one reference each; blocks reaching 0 join the queue *in the order given*.
 
         The caller chooses eviction priority by that order (``KVCacheManager.free`` passes a
-        table tail-first). Freed blocks keep their hash (I4).
+        table tail-first). Freed blocks keep their hash (I4). With
+        ``free_unhashed_blocks_first``, the unhashed ones go to the front instead, still in the
+        order given (upstream does the same with caching off, where no block has a hash).
         """
-        for block in ordered_blocks:
-            if block.is_null:
-                continue
-            if block.ref_cnt <= 0:
-                raise ValueError(f"block {block.block_id} freed more times than it was taken")
-            block.ref_cnt -= 1
-            if block.ref_cnt == 0:
-                self.free_queue.append(block)
+        front: list[KVCacheBlock] = []
+        try:
+            for block in ordered_blocks:
+                if block.is_null:
+                    continue
+                if block.ref_cnt <= 0:
+                    raise ValueError(f"block {block.block_id} freed more times than it was taken")
+                block.ref_cnt -= 1
+                if block.ref_cnt == 0:
+                    if self.free_unhashed_blocks_first and block.block_hash is None:
+                        front.append(block)
+                    else:
+                        self.free_queue.append(block)
+        finally:  # a double free stops the loop: queue what was released before it (I1)
+            if front:
+                self.free_queue.prepend_n(front)
 
     def cache_full_blocks(
         self, blocks: Sequence[KVCacheBlock], block_hashes: Sequence[BlockHash]
@@ -193,27 +266,39 @@ class BlockPool:
 
         Skips the null block and blocks already hashed (prefix hits). If the hash is already
         indexed to another block — same content computed twice, e.g. two identical prompts'
-        private tail blocks — this block stays unhashed: the index holds one block per hash, and
-        the pool never swaps a request's block for the existing twin (I2).
+        private tail blocks — the pool never swaps a request's block for the existing twin (I2):
+        the course leaves this block unhashed; ``cache_duplicate_blocks`` registers it as a twin.
         """
         if not self.enable_caching:
             return
         for block, block_hash in zip(blocks, block_hashes, strict=True):
             if block.is_null or block.block_hash is not None:
                 continue
-            if block_hash in self.cached_block_hash_to_block:
+            if block_hash not in self.cached_block_hash_to_block:
+                self.cached_block_hash_to_block[block_hash] = block
+            elif self.cache_duplicate_blocks:
+                self.duplicate_cached_blocks.setdefault(block_hash, {})[block.block_id] = block
+            else:
                 continue
             block.block_hash = block_hash
-            self.cached_block_hash_to_block[block_hash] = block
 
     def get_cached_block(self, block_hash: BlockHash) -> KVCacheBlock | None:
         return self.cached_block_hash_to_block.get(block_hash)
 
-    def reset_prefix_cache(self) -> None:
-        """Forget every cached hash (upstream ``BlockPool.reset_prefix_cache``)."""
-        for block in self.cached_block_hash_to_block.values():
-            block.reset_hash()
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached hash; refused (``False``, nothing changed) while any block is in use.
+
+        Upstream ``BlockPool.reset_prefix_cache`` refuses the same way. A running request's
+        manager counts its full blocks as registered already, so blocks unhashed under it would
+        never be registered again.
+        """
+        if self.get_num_free_blocks() != self.num_blocks - 1:  # the null block is always "used"
+            return False
         self.cached_block_hash_to_block.clear()
+        self.duplicate_cached_blocks.clear()
+        for block in self.blocks:
+            block.reset_hash()
+        return True
 
     def __repr__(self) -> str:
         return f"BlockPool(num_blocks={self.num_blocks}, free={self.get_num_free_blocks()})"

@@ -8,7 +8,15 @@ Constructor knobs and defaults (all keyword-only)::
 
     LLMEngine(num_blocks=4096, block_size=16, enable_caching=True,
               max_num_seqs=256, max_num_batched_tokens=2048, long_prefill_token_threshold=0,
-              seed=0, ...injection points below...)
+              seed=0, policy="course", ...injection points below...)
+
+``policy`` picks the control-plane rules (``mini_vllm/config.py``): ``"course"`` (the default,
+vLLM v0.22.1's rules, which every lab number is pinned to), ``"vllm-0.32"`` (the four rules vLLM
+0.32 changed), or a ``ControlPlanePolicy`` with options set one by one. Only the options that
+differ from the course reach the parts below, as extra keywords (the pool's and the scheduler's
+constructors; ``allocate_slots(..., full_sequence_must_fit=True)`` at admission): a learner's
+part that lacks them works as before under the course, and raises ``TypeError`` under a policy
+that needs them.
 
 Injection points — how a kata runs the whole engine on a learner's part. Each replaces one organ;
 the rest of the engine is unchanged, so the result can be compared token for token with a stock
@@ -50,6 +58,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mini_vllm.config import ControlPlanePolicy, get_policy
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
 from mini_vllm.model_runner import ModelRunner
@@ -145,7 +154,9 @@ class LLMEngine:
         check_stop: Callable[[Request], bool] | None = None,
         tokenizer: Any | None = None,
         max_model_len: int | None = None,
+        policy: str | ControlPlanePolicy = "course",
     ) -> None:
+        self.policy = get_policy(policy)
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
@@ -167,12 +178,14 @@ class LLMEngine:
             block_size=block_size,
             enable_caching=enable_caching,
             block_pool_cls=block_pool_cls,
+            **self.policy.block_pool_options(),
         )
         self.scheduler = (scheduler_cls or Scheduler)(
             self.kv_cache_manager,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             long_prefill_token_threshold=long_prefill_token_threshold,
+            **self.policy.scheduler_options(),
         )
         if check_stop is not None:
             self.scheduler.check_stop = check_stop

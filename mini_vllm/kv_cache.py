@@ -29,10 +29,15 @@ class KVCacheManager:
         enable_caching: bool = True,
         block_pool: Any | None = None,
         block_pool_cls: Callable[..., Any] | None = None,
+        **block_pool_options: bool,
     ) -> None:
         """``block_pool`` (an instance) or ``block_pool_cls`` (called as
         ``block_pool_cls(num_blocks=..., enable_caching=...)``) swaps in another pool, e.g. a
         learner's from kata 02-01. Anything with BlockPool's public methods works.
+
+        ``block_pool_options`` (``free_unhashed_blocks_first``, ``cache_duplicate_blocks``; see
+        ``mini_vllm/config.py``) are passed on to the pool's constructor as keywords; a pool
+        class that does not take them refuses them there.
         """
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
@@ -41,7 +46,13 @@ class KVCacheManager:
         self.enable_caching = enable_caching
         if block_pool is None:
             factory = block_pool_cls or BlockPool
-            block_pool = factory(num_blocks=num_blocks, enable_caching=enable_caching)
+            block_pool = factory(num_blocks=num_blocks, enable_caching=enable_caching,
+                                 **block_pool_options)
+        elif block_pool_options:
+            raise ValueError(
+                f"block pool options {sorted(block_pool_options)} only apply to a pool built "
+                f"here; set them on the block_pool instance passed in"
+            )
         self.block_pool = block_pool
         self.req_to_blocks: dict[str, list[KVCacheBlock]] = {}
         # How many leading blocks of each table are already registered in the cache index,
@@ -105,6 +116,7 @@ class KVCacheManager:
         request: Request,
         num_new_tokens: int,
         new_computed_blocks: Sequence[KVCacheBlock] | None = None,
+        full_sequence_must_fit: bool = False,
     ) -> list[KVCacheBlock] | None:
         """Make room for ``num_new_tokens`` more tokens; return the new blocks, or ``None``.
 
@@ -118,6 +130,12 @@ class KVCacheManager:
         Free hit blocks (ref 0) are counted against the free pool before we commit: touching them
         takes them out of the free queue. Forgetting that makes an exactly-sized pool fail
         half-way through an allocation.
+
+        ``full_sequence_must_fit`` (the scheduler's ``scheduler_reserve_full_isl`` admission
+        gate, as upstream): return ``None`` unless blocks for *all* ``request.num_tokens`` fit
+        now, counting the hits the same way; then allocate only for ``num_new_tokens`` as usual.
+        Nothing is reserved for the later chunks: a request admitted after this one may still
+        take those blocks (upstream alike).
         """
         if num_new_tokens < 0:
             raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
@@ -131,10 +149,15 @@ class KVCacheManager:
             raise ValueError(
                 f"{rid}: cannot compute {total_tokens} tokens, only {request.num_tokens} exist"
             )
+        num_reviving = sum(1 for b in hits if b.ref_cnt == 0)
+        num_free = self.block_pool.get_num_free_blocks() - num_reviving
+        if full_sequence_must_fit:
+            num_full = cdiv(request.num_tokens, self.block_size) - len(table) - len(hits)
+            if num_full > num_free:
+                return None
         num_needed = cdiv(total_tokens, self.block_size) - len(table) - len(hits)
         num_needed = max(num_needed, 0)
-        num_reviving = sum(1 for b in hits if b.ref_cnt == 0)
-        if num_needed > self.block_pool.get_num_free_blocks() - num_reviving:
+        if num_needed > num_free:
             return None
 
         if hits:
@@ -168,6 +191,14 @@ class KVCacheManager:
         table = self.req_to_blocks[rid]
         self.block_pool.cache_full_blocks(table[start:num_full], hashes[start:num_full])
         self.num_cached_blocks[rid] = num_full
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prefix; ``False`` (and nothing forgotten) while blocks are in use.
+
+        Upstream ``KVCacheManager.reset_prefix_cache``. Per-request hash memos stay: hashes
+        depend only on tokens.
+        """
+        return self.block_pool.reset_prefix_cache()
 
     def free(self, request: Request) -> None:
         """Release a request's blocks tail first.

@@ -13,6 +13,10 @@ Per-step invariants (``pytest_vllm_katas.invariants.check_scheduler_step``):
 3. ``len(running) <= max_num_seqs``;
 4. a request samples this step iff ``num_computed_tokens + n == num_tokens``;
 5. preemption frees all KV and resets ``num_computed_tokens`` to 0 (recompute, never swap).
+
+Two options follow vLLM 0.32 instead of the course (``mini_vllm/config.py`` explains both):
+``scheduler_reserve_full_isl`` and ``lone_request_ignores_long_prefill_threshold``. Both are off
+by default.
 """
 
 from __future__ import annotations
@@ -111,7 +115,16 @@ class Scheduler:
         max_num_seqs: int = 256,
         max_num_batched_tokens: int = 2048,
         long_prefill_token_threshold: int = 0,
+        scheduler_reserve_full_isl: bool = False,
+        lone_request_ignores_long_prefill_threshold: bool = False,
     ) -> None:
+        """``scheduler_reserve_full_isl``: admit a waiting request only if its whole input (all
+        its known tokens, after prefix hits) fits in free blocks now, not just its first chunk
+        (upstream's ``SchedulerConfig`` field of that name, True there by default).
+        ``lone_request_ignores_long_prefill_threshold``: in a step that starts with one request
+        in all (running + waiting), ``long_prefill_token_threshold`` is not applied (vLLM 0.32's
+        ``Scheduler.schedule``).
+        """
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
         if max_num_batched_tokens < 1:
@@ -122,6 +135,9 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.long_prefill_token_threshold = long_prefill_token_threshold
+        self.scheduler_reserve_full_isl = scheduler_reserve_full_isl
+        self.lone_request_ignores_long_prefill_threshold = (
+            lone_request_ignores_long_prefill_threshold)
         self.waiting: deque[Request] = deque()
         # The stop rule, replaceable (LLMEngine(check_stop=...)); None: Request.maybe_finish.
         self.check_stop: Callable[[Request], bool] | None = None
@@ -181,21 +197,30 @@ class Scheduler:
 
     # -- the step -----------------------------------------------------------------------------
 
-    def _clamp_new_tokens(self, num_new_tokens: int, token_budget: int) -> int:
-        threshold = self.long_prefill_token_threshold
+    def _step_threshold(self) -> int:
+        """This step's long-prefill cap. A lone request has nobody to starve (vLLM 0.32 counts
+        running + waiting once, before the step) — with the option on, it gets no cap."""
+        if self.lone_request_ignores_long_prefill_threshold and (
+                len(self.running) + len(self.waiting) <= 1):
+            return 0
+        return self.long_prefill_token_threshold
+
+    @staticmethod
+    def _clamp_new_tokens(num_new_tokens: int, token_budget: int, threshold: int) -> int:
         if 0 < threshold < num_new_tokens:
             num_new_tokens = threshold
         return max(min(num_new_tokens, token_budget), 0)
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
-        token_budget = self._schedule_running(out, self.max_num_batched_tokens)
+        threshold = self._step_threshold()
+        token_budget = self._schedule_running(out, self.max_num_batched_tokens, threshold)
         # Admissions, but not in a step that preempted: they would just be preempted back.
         if not out.preempted_req_ids:
-            self._admit_waiting(out, token_budget)
+            self._admit_waiting(out, token_budget, threshold)
         return out
 
-    def _schedule_running(self, out: SchedulerOutput, token_budget: int) -> int:
+    def _schedule_running(self, out: SchedulerOutput, token_budget: int, threshold: int) -> int:
         """Phase A — running requests first: they hold KV already, and a user is watching their
         stream. Starving a decode to admit a prompt is what causes latency spikes. Returns the
         budget left."""
@@ -203,7 +228,7 @@ class Scheduler:
         while req_index < len(self.running) and token_budget > 0:
             request = self.running[req_index]
             n = self._clamp_new_tokens(
-                request.num_tokens - request.num_computed_tokens, token_budget
+                request.num_tokens - request.num_computed_tokens, token_budget, threshold
             )
             if n == 0:  # nothing left to compute (cannot happen for a live request; defensive)
                 req_index += 1
@@ -233,8 +258,11 @@ class Scheduler:
                 break
         return victims
 
-    def _admit_waiting(self, out: SchedulerOutput, token_budget: int) -> None:
-        """Phase B — admit waiting requests, FCFS, while budget, seats and memory last."""
+    def _admit_waiting(self, out: SchedulerOutput, token_budget: int, threshold: int) -> None:
+        """Phase B — admit waiting requests, FCFS, while budget, seats and memory last.
+
+        Memory means the first chunk's blocks, or with ``scheduler_reserve_full_isl`` the whole
+        input's."""
         while self.waiting and token_budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
             hits, num_cached = self.kv.get_computed_blocks(request)
@@ -245,8 +273,11 @@ class Scheduler:
                 # Unreachable with the num_tokens - 1 hit cap; kept for KV managers without it.
                 request.num_computed_tokens = num_cached = request.num_tokens - 1
                 num_new = 1
-            n = self._clamp_new_tokens(num_new, token_budget)
-            blocks = self.kv.allocate_slots(request, n, hits)
+            n = self._clamp_new_tokens(num_new, token_budget, threshold)
+            if self.scheduler_reserve_full_isl:
+                blocks = self.kv.allocate_slots(request, n, hits, full_sequence_must_fit=True)
+            else:  # the course's three-argument call, which a learner's KV manager implements
+                blocks = self.kv.allocate_slots(request, n, hits)
             if blocks is None:
                 request.num_computed_tokens = 0  # not admitted: adopt nothing
                 break  # head-of-line blocking by design: no skipping to a smaller waiter

@@ -1,0 +1,82 @@
+"""Control-plane policy: which upstream rules the block pool and the scheduler follow.
+
+mini_vllm follows the rules the course teaches (vLLM v0.22.1). vLLM 0.32 changed four of them;
+each is an option here, so the engine can run either way and be compared with either vLLM:
+
+``free_unhashed_blocks_first`` (``BlockPool``)
+    A freed block with no hash holds nothing a later request can hit, so vLLM 0.32 puts it at the
+    *front* of the free queue (reused first); blocks with a hash still join the back (LRU).
+    Upstream: ``vllm/v1/core/block_pool.py: BlockPool.free_blocks`` (``blocks_to_evict_first``
+    through ``FreeKVCacheBlockQueue.prepend_n``). Course: every freed block joins the back.
+``cache_duplicate_blocks`` (``BlockPool``)
+    Two blocks computed with identical content both register under their hash, so one survives
+    when the other is evicted: a lookup returns the earliest registered still cached, and an
+    eviction removes only the evicted block. Upstream: ``block_pool.py: BlockHashToBlockMap``
+    (hash -> ``{block_id: block}``). Course: only the first block registers; a twin stays
+    unhashed.
+``scheduler_reserve_full_isl`` (``Scheduler``; upstream ``SchedulerConfig`` field, default True)
+    A waiting request is admitted only if blocks for *all* its known tokens (prompt, plus the
+    outputs of a preempted one) fit now, prefix hits counted as in any allocation, not just for
+    its first chunk; so a chunked prompt is not admitted and then preempted a step later.
+    Nothing is held back for the later chunks. Upstream: ``sched/scheduler.py`` passes
+    ``full_sequence_must_fit`` to ``KVCacheManager.allocate_slots``; upstream's ``watermark``
+    (spare blocks kept at admission) defaults to 0 and is not modelled. Course: the first chunk
+    must fit.
+``lone_request_ignores_long_prefill_threshold`` (``Scheduler``)
+    ``long_prefill_token_threshold`` keeps a long prompt from starving others; with a single
+    request (running + waiting) at the start of a step there is nobody to starve, so vLLM 0.32
+    skips the cap for that step. Upstream: ``Scheduler.schedule`` (``num_eligible_reqs > 1``).
+    Course: the cap always applies.
+
+Presets: ``"course"`` (all off, the default: every lab number is pinned to it) and
+``"vllm-0.32"`` (all on). Select one with ``LLMEngine(policy="vllm-0.32")``, or pass a
+``ControlPlanePolicy`` to set options one by one, e.g.
+``LLMEngine(policy=ControlPlanePolicy(scheduler_reserve_full_isl=True))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ControlPlanePolicy:
+    """The four rules where vLLM 0.32 departs from the course; all off is the course."""
+
+    free_unhashed_blocks_first: bool = False
+    cache_duplicate_blocks: bool = False
+    scheduler_reserve_full_isl: bool = False
+    lone_request_ignores_long_prefill_threshold: bool = False
+
+    def block_pool_options(self) -> dict[str, bool]:
+        """The block-pool options that differ from the course, as ``BlockPool`` keywords.
+
+        Empty under the course, so a learner's pool (kata 02-01), whose constructor knows only
+        ``num_blocks`` and ``enable_caching``, is still built the way it always was.
+        """
+        return self._changed("free_unhashed_blocks_first", "cache_duplicate_blocks")
+
+    def scheduler_options(self) -> dict[str, bool]:
+        """The scheduler options that differ from the course, as ``Scheduler`` keywords."""
+        return self._changed("scheduler_reserve_full_isl",
+                             "lone_request_ignores_long_prefill_threshold")
+
+    def _changed(self, *names: str) -> dict[str, bool]:
+        return {name: True for name in names if getattr(self, name)}
+
+
+PRESETS: dict[str, ControlPlanePolicy] = {
+    "course": ControlPlanePolicy(),
+    "vllm-0.32": ControlPlanePolicy(**{name: True for name in asdict(ControlPlanePolicy())}),
+}
+
+
+def get_policy(policy: str | ControlPlanePolicy) -> ControlPlanePolicy:
+    """A preset by name, or the given ``ControlPlanePolicy`` itself; ``ValueError`` otherwise."""
+    if isinstance(policy, ControlPlanePolicy):
+        return policy
+    if isinstance(policy, str) and policy in PRESETS:
+        return PRESETS[policy]
+    raise ValueError(
+        f"policy must be one of {sorted(PRESETS)} or a ControlPlanePolicy, got {policy!r}"
+    )
