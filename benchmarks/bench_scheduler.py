@@ -3,10 +3,10 @@
 Run: ``python benchmarks/bench_scheduler.py``. Times ``schedule()`` + ``update_from_output``
 without a model, so the numbers are the control plane's own cost: mini_vllm under the course's
 rules and under the ``vllm-0.32`` preset, and vLLM 0.32's own ``Scheduler`` on the same workload
-in the same process (built as ``tests/live/vllm_twins.py`` builds it; the column says ``n/a``
-where vLLM cannot be imported). Each figure is the median of ``STEPS`` steps, the contenders
-stepped in turn. Expect linear growth in the number of running requests (every step visits each
-one) and a flat per-request cost.
+in the same process (built as ``pytest_vllm_katas/live/vllm_twins.py`` builds it; the column
+says ``n/a`` where vLLM cannot be imported). Each figure is the median of ``STEPS`` steps, the
+contenders stepped in turn. Expect linear growth in the number of running requests (every step
+visits each one) and a flat per-request cost.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pytest_vllm_katas.live import env  # noqa: E402
-from tests.live.vllm_twins import (  # noqa: E402
+from pytest_vllm_katas.live.vllm_twins import (  # noqa: E402
     RequestSpec,
     Workload,
     build_vllm_scheduler,

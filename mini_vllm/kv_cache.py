@@ -139,16 +139,26 @@ class KVCacheManager:
         """
         if num_new_tokens < 0:
             raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
-        hits = list(new_computed_blocks or ())
+        hits = list(new_computed_blocks) if new_computed_blocks else []
         rid = request.request_id
-        table = self.req_to_blocks.get(rid, [])
-        if hits and table:
-            raise ValueError(f"{rid}: prefix hits can only be adopted by a request with no blocks")
+        table = self.req_to_blocks.get(rid)
         total_tokens = request.num_computed_tokens + num_new_tokens
         if total_tokens > request.num_tokens:
             raise ValueError(
                 f"{rid}: cannot compute {total_tokens} tokens, only {request.num_tokens} exist"
             )
+        if table and not hits and not full_sequence_must_fit and (
+                total_tokens <= len(table) * self.block_size):
+            # The common decode step: the token fits in a block already held. Only the caching
+            # of a block that just filled is left to do.
+            num_full = total_tokens // self.block_size
+            if self.enable_caching and num_full > self.num_cached_blocks[rid]:
+                self._cache_full_blocks(request, total_tokens)
+            return []
+        if table is None:
+            table = []
+        if hits and table:
+            raise ValueError(f"{rid}: prefix hits can only be adopted by a request with no blocks")
         num_reviving = sum(1 for b in hits if b.ref_cnt == 0)
         num_free = self.block_pool.get_num_free_blocks() - num_reviving
         if full_sequence_must_fit:

@@ -234,9 +234,10 @@ class Scheduler:
                 req_index += 1
                 continue
             victims = self._allocate_or_preempt(request, n, req_index)
-            out.preempted_req_ids.extend(victim.request_id for victim in victims)
-            if any(victim is request for victim in victims):
-                break  # the requester preempted itself; nobody behind it can fit either
+            if victims:
+                out.preempted_req_ids.extend(victim.request_id for victim in victims)
+                if any(victim is request for victim in victims):
+                    break  # the requester preempted itself; nobody behind it can fit either
             out.scheduled_requests.append(request)
             out.num_scheduled_tokens[request.request_id] = n
             token_budget -= n

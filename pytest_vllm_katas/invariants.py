@@ -176,16 +176,27 @@ def check_scheduler_step(
     num_running: int | None = None,
     running_before: Sequence[str] | None = None,
     long_prefill_token_threshold: int = 0,
+    lone_request_ignores_long_prefill_threshold: bool = False,
+    num_requests_before: int | None = None,
 ) -> None:
     """Raise unless one ``schedule()`` result respects the budget and running-first order.
 
     * every scheduled count is >= 1 and their sum is <= ``max_num_batched_tokens``;
-    * with ``long_prefill_token_threshold > 0``, no request gets more than the threshold;
+    * with ``long_prefill_token_threshold > 0``, no request gets more than the threshold —
+      except, with ``lone_request_ignores_long_prefill_threshold`` (vLLM 0.32's rule, on under
+      ``policy="vllm-0.32"``), in a step that began with ``num_requests_before`` (running plus
+      waiting) at most 1: a lone request has nobody to starve and gets no cap;
     * ``num_running`` (``len(scheduler.running)`` after the step) is <= ``max_num_seqs``;
     * ``running_before`` (ids of ``scheduler.running`` *before* the step, in order): if anyone
       was admitted from the waiting queue this step, every request that was running and not
       preempted was scheduled, and all of them come before any admission in the row order.
     """
+    if lone_request_ignores_long_prefill_threshold:
+        if num_requests_before is None:
+            raise TypeError("lone_request_ignores_long_prefill_threshold needs "
+                            "num_requests_before (running + waiting before the step)")
+        if num_requests_before <= 1:
+            long_prefill_token_threshold = 0
     counts: Mapping[str, int] = output.num_scheduled_tokens
     for rid, n in counts.items():
         if n < 1:

@@ -55,6 +55,23 @@ def test_check_scheduler_step_catches_budget_and_order_violations() -> None:
         check_scheduler_step(starved, max_num_batched_tokens=8, max_num_seqs=2, num_running=3)
 
 
+def test_check_scheduler_step_knows_the_lone_request_rule() -> None:
+    lone = SchedulerOutput(num_scheduled_tokens={"a": 10})
+    with pytest.raises(AssertionError, match="long_prefill_token_threshold=4"):
+        check_scheduler_step(lone, max_num_batched_tokens=16, long_prefill_token_threshold=4)
+    # vLLM 0.32: one request in all (running + waiting before the step) is not capped ...
+    check_scheduler_step(lone, max_num_batched_tokens=16, long_prefill_token_threshold=4,
+                         lone_request_ignores_long_prefill_threshold=True, num_requests_before=1)
+    # ... but two are, even if only one of them is scheduled.
+    with pytest.raises(AssertionError, match="long_prefill_token_threshold=4"):
+        check_scheduler_step(lone, max_num_batched_tokens=16, long_prefill_token_threshold=4,
+                             lone_request_ignores_long_prefill_threshold=True,
+                             num_requests_before=2)
+    with pytest.raises(TypeError, match="num_requests_before"):
+        check_scheduler_step(lone, max_num_batched_tokens=16, long_prefill_token_threshold=4,
+                             lone_request_ignores_long_prefill_threshold=True)
+
+
 def test_assert_same_outputs_names_the_first_difference() -> None:
     assert_same_outputs({"A": [1, 2]}, {"A": [1, 2]})
     with pytest.raises(

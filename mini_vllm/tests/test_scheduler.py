@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from mini_vllm import KVCacheManager, LLMEngine, Request, RequestStatus, SamplingParams, Scheduler
 from mini_vllm.tests.builders import compositions, greedy, record_schedules, run_all
 from pytest_vllm_katas.invariants import check_block_pool, check_scheduler_step
@@ -168,10 +170,12 @@ def test_update_from_output_reaps_finished_and_frees_kv() -> None:
     assert sched.kv.block_pool.get_usage() == 0.0
 
 
-def test_scheduler_invariants_hold_every_step_and_nobody_starves() -> None:
+@pytest.mark.parametrize("policy", ["course", "vllm-0.32"])
+def test_scheduler_invariants_hold_every_step_and_nobody_starves(policy: str) -> None:
     rng = random.Random(7)
     budget, seats = 24, 6
     engine = LLMEngine(
+        policy=policy,
         num_blocks=24,
         block_size=4,
         max_num_batched_tokens=budget,
@@ -191,6 +195,7 @@ def test_scheduler_invariants_hold_every_step_and_nobody_starves() -> None:
                 prompt, m = pending.pop()
                 alive[engine.add_request(prompt, greedy(m))] = step
         before = [r.request_id for r in sched.running]
+        num_requests_before = len(sched.running) + len(sched.waiting)
         outputs = record_schedules(engine)
         finished = engine.step()
         sched.schedule = type(sched).schedule.__get__(sched)  # drop the probe
@@ -201,6 +206,9 @@ def test_scheduler_invariants_hold_every_step_and_nobody_starves() -> None:
             num_running=len(sched.running),
             running_before=before,
             long_prefill_token_threshold=10,
+            lone_request_ignores_long_prefill_threshold=(
+                sched.lone_request_ignores_long_prefill_threshold),
+            num_requests_before=num_requests_before,
         )
         check_block_pool(sched.kv.block_pool)
         in_queues = [r.request_id for r in [*sched.running, *sched.waiting]]

@@ -4,8 +4,8 @@ vLLM's ``Scheduler`` and ``KVCacheManager`` (built as vLLM's own tests build the
 model executor) and mini_vllm's run the same requests and the same token stream in lockstep;
 after every step or op the free queue, ref counts, prefix-cache index, block tables, queues,
 rows, admissions and their hits, preemptions and finishes must be identical
-(``tests/live/vllm_twins.py`` builds, drives and compares). Hypothesis draws the workloads and
-shrinks a divergence to a minimal one, printed with the failure.
+(``pytest_vllm_katas/live/vllm_twins.py`` builds, drives and compares). Hypothesis draws the
+workloads and shrinks a divergence to a minimal one, printed with the failure.
 
 The last tests prove the suite has teeth: with any one of the preset's rules switched back to the
 course's, it finds a divergence, and a small one.
@@ -16,9 +16,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, example, find, given, settings
 
+from pytest_vllm_katas.live import vllm_twins
 from pytest_vllm_katas.live.fixtures import require_vllm
-from tests.live import vllm_twins
-from tests.live.vllm_twins import (
+from pytest_vllm_katas.live.vllm_twins import (
     VLLM_PRESET,
     PoolConfig,
     RequestSpec,

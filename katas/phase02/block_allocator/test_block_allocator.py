@@ -32,6 +32,8 @@ from pytest_vllm_katas.invariants import (
     check_block_pool,
     check_block_tables,
 )
+from pytest_vllm_katas.live import vllm_twins
+from pytest_vllm_katas.live.fixtures import require_vllm
 
 pytestmark = pytest.mark.cpu_ok
 
@@ -588,6 +590,133 @@ def test_random_operations_keep_every_invariant(impl) -> None:
         lambda: PoolAgainstMiniVllm(impl),
         settings=settings(
             max_examples=60, stateful_step_count=25, deadline=None, database=None,
+            derandomize=True,
+        ),
+    )
+
+
+# -- your pool against vLLM's own BlockPool (live tier) ---------------------------------------
+
+# Contents a cached block may stand for; more than the pool's 8 usable blocks, so a fresh one is
+# always available.
+CONTENTS = range(16)
+
+
+class PoolAgainstVllm(RuleBasedStateMachine):
+    """Your pool and vLLM 0.32's ``BlockPool`` under the same random operations.
+
+    The course's rules and vLLM 0.32's differ in two places (README, "How vLLM 0.32 differs"): a
+    freed block that holds no hash goes to the *front* of vLLM's free queue, and vLLM indexes
+    several blocks under one hash. The operations stay where the rules agree, which is how a KV
+    cache manager with prefix caching mostly uses a pool: every block is cached (it is full)
+    before it is freed, and a content is cached only while no block holds it yet. There, after
+    every operation, the two must agree on the free queue's order, every ref count, the prefix
+    index and each block's hash.
+    """
+
+    def __init__(self, impl) -> None:
+        super().__init__()
+        self.pool = impl.BlockPool(num_blocks=9)
+        self.vllm = vllm_twins.build_vllm_block_pool(9)
+        self.tables: dict[str, list[int]] = {}
+        self.next_owner = 0
+        # One content, two spellings: your pool's int hash, vLLM's bytes hash.
+        self.ours = {c: mini_vllm.hash_block_tokens(None, [c]) for c in CONTENTS}
+        self.theirs = {c: f"content-{c}".encode() for c in CONTENTS}
+        self.content_of = {**{h: c for c, h in self.ours.items()},
+                           **{h: c for c, h in self.theirs.items()}}
+
+    def _indexed(self) -> dict[int, int]:
+        """content -> block id, as vLLM's index has it (the reference for what is cached)."""
+        return {c: b.block_id for c in CONTENTS
+                if (b := vllm_twins.vllm_cached_block(self.vllm, self.theirs[c])) is not None}
+
+    def _unhashed(self, owner: str) -> list[int]:
+        return [i for i in self.tables[owner] if self.vllm.blocks[i].block_hash is None]
+
+    @rule(n=st.integers(min_value=1, max_value=4))
+    def allocate(self, n: int) -> None:
+        free = self.vllm.get_num_free_blocks()
+        if n > free:
+            with expect_raises(ValueError, f"get_new_blocks({n}) with only {free} blocks free"):
+                self.pool.get_new_blocks(n)
+            return
+        got = ids(self.pool.get_new_blocks(n))
+        expected = ids(self.vllm.get_new_blocks(n))
+        assert got == expected, f"get_new_blocks({n}) handed out {got}; vLLM's gave {expected}"
+        self.tables[f"owner{self.next_owner}"] = got
+        self.next_owner += 1
+
+    @precondition(lambda self: any(self._unhashed(o) for o in self.tables))
+    @rule(data=st.data())
+    def cache(self, data: st.DataObject) -> None:
+        owner = data.draw(st.sampled_from(sorted(o for o in self.tables if self._unhashed(o))))
+        unhashed = self._unhashed(owner)
+        k = data.draw(st.integers(min_value=1, max_value=len(unhashed)))
+        fresh = sorted(set(CONTENTS) - set(self._indexed()))
+        contents = data.draw(st.lists(st.sampled_from(fresh), min_size=k, max_size=k,
+                                      unique=True))
+        self.pool.cache_full_blocks([self.pool.blocks[i] for i in unhashed[:k]],
+                                    [self.ours[c] for c in contents])
+        vllm_twins.vllm_cache_blocks(self.vllm, [self.vllm.blocks[i] for i in unhashed[:k]],
+                                     [self.theirs[c] for c in contents])
+
+    @precondition(lambda self: any(not self._unhashed(o) for o in self.tables))
+    @rule(data=st.data(), reverse=st.booleans())
+    def free(self, data: st.DataObject, reverse: bool) -> None:
+        owner = data.draw(st.sampled_from(sorted(o for o in self.tables if not self._unhashed(o))))
+        table = self.tables.pop(owner)
+        order = list(reversed(table)) if reverse else table
+        self.pool.free_blocks([self.pool.blocks[i] for i in order])
+        self.vllm.free_blocks([self.vllm.blocks[i] for i in order])
+
+    @precondition(lambda self: bool(self._indexed()))
+    @rule(data=st.data())
+    def hit(self, data: st.DataObject) -> None:
+        content = data.draw(st.sampled_from(sorted(self._indexed())))
+        expected = vllm_twins.vllm_cached_block(self.vllm, self.theirs[content])
+        got = self.pool.get_cached_block(self.ours[content])
+        assert got is not None and got.block_id == expected.block_id, (
+            f"get_cached_block finds block {None if got is None else got.block_id} for a "
+            f"content vLLM has cached in block {expected.block_id}"
+        )
+        self.pool.touch([got])
+        self.vllm.touch([expected])
+        self.tables[f"owner{self.next_owner}"] = [got.block_id]
+        self.next_owner += 1
+
+    @invariant()
+    def agrees_with_vllm(self) -> None:
+        checked(self.pool, {o: [self.pool.blocks[i] for i in t] for o, t in self.tables.items()})
+        hash_of = {"yours": lambda b: b.block_hash, "vLLM": vllm_twins.vllm_block_hash}
+        for what, probe in (
+            ("free queue (front first)",
+             lambda p: ids(p.free_queue.get_all_free_blocks() if p is self.pool
+                           else p.free_block_queue.get_all_free_blocks())),
+            ("ref counts of blocks 1..8", lambda p: [b.ref_cnt for b in p.blocks[1:]]),
+            ("get_num_free_blocks()", lambda p: p.get_num_free_blocks()),
+            ("get_usage()", lambda p: round(p.get_usage(), 9)),
+            ("each block's hash (block id -> content)",
+             lambda p: {b.block_id: self.content_of[h] for b in p.blocks[1:]
+                        if (h := hash_of["yours" if p is self.pool else "vLLM"](b)) is not None}),
+        ):
+            got, expected = probe(self.pool), probe(self.vllm)
+            assert got == expected, f"{what}: yours {got}, vLLM's {expected}"
+        ours = {self.content_of[h]: b.block_id
+                for h, b in self.pool.cached_block_hash_to_block.items()}
+        assert ours == self._indexed(), (
+            f"prefix index (content -> block id): yours {ours}, vLLM's {self._indexed()}"
+        )
+
+
+@pytest.mark.live
+def test_your_pool_agrees_with_vllms_block_pool(impl) -> None:
+    require_vllm()  # skips, with the install command, where vLLM cannot run
+    run_state_machine_as_test(
+        lambda: PoolAgainstVllm(impl),
+        settings=settings(
+            max_examples=100, stateful_step_count=30, deadline=None, database=None,
+            report_multiple_bugs=False,
             derandomize=True,
         ),
     )

@@ -7,11 +7,14 @@ from types import ModuleType
 from typing import NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from katas.phase03.preemption.scaffold import BoundedKV, scheduler_with
 from mini_vllm import KVCacheManager, LLMEngine, Request, RequestStatus, SamplingParams
 from pytest_vllm_katas import expect_raises
 from pytest_vllm_katas.invariants import assert_same_outputs
+from pytest_vllm_katas.live import vllm_twins
+from pytest_vllm_katas.live.fixtures import require_vllm
 
 pytestmark = pytest.mark.cpu_ok
 
@@ -300,6 +303,32 @@ def test_your_preemption_runs_the_engine_exactly_like_stock(
     assert mine.preemptions == stock.preemptions, (
         f"num_preemptions per request: stock {stock.preemptions}, yours {mine.preemptions}"
     )
+
+
+@pytest.mark.live
+def test_your_preemption_agrees_with_vllms_scheduler(impl) -> None:
+    # Random cramped workloads (at least three early requests, a pool at most one block above
+    # the largest request's need; prefix families, duplicates, EOS, aborts, chunked prefill)
+    # through mini_vllm running on your preemption with policy "vllm-0.32", and through vLLM
+    # 0.32's own Scheduler: preemptions in order, rows, admissions, queues, ref counts and block
+    # tables compared every step.
+    require_vllm()  # skips, with the install command, where vLLM cannot run
+    vllm_twins.vllm_api()  # the slow import, once, before any example
+    scheduler_cls = scheduler_with(impl.allocate_or_preempt)
+
+    @settings(max_examples=80, derandomize=True, database=None, deadline=None,
+              report_multiple_bugs=False,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(vllm_twins.workloads(cramped=True))
+    def agrees(w: vllm_twins.Workload) -> None:
+        divergence = vllm_twins.run_scheduler_workload(w, scheduler_cls=scheduler_cls,
+                                                       ours="yours")
+        assert divergence is None, (
+            "mini_vllm on your preemption, with policy 'vllm-0.32', departs from vLLM 0.32's "
+            f"Scheduler:\n{divergence}"
+        )
+
+    agrees()
 
 
 # -- the experiment: a cramped pool against a roomy one -------------------------------------------

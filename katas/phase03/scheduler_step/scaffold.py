@@ -68,14 +68,26 @@ class EngineKV:
     ceiling division and changes no scheduling logic. A running request that cannot grow would
     need preemption, which this lab leaves out (kata 03-04 is about it): that raises, so a
     workload too cramped for this step fails loudly instead of computing into missing blocks.
+
+    ``reserve_full_isl`` is the engine's ``scheduler_reserve_full_isl`` (vLLM 0.32's admission
+    gate, on under ``policy="vllm-0.32"``): an admission is granted only if the request's whole
+    input fits now, though only ``n`` slots are taken. It is memory's answer, so your step
+    needs no change for it. ``running`` names the requests that were running when the step
+    began: every other request is being admitted.
     """
 
-    def __init__(self, manager: KVCacheManager) -> None:
+    def __init__(self, manager: KVCacheManager, *, reserve_full_isl: bool = False,
+                 running: frozenset[str] = frozenset()) -> None:
         self.manager = manager
+        self.reserve_full_isl = reserve_full_isl
+        self.running = running
 
     def allocate(self, req: Any, num_new_tokens: int) -> bool:
-        granted = self.manager.allocate_slots(req, num_new_tokens) is not None
-        if not granted and req.status == RequestStatus.RUNNING:
+        admitting = req.request_id not in self.running
+        granted = self.manager.allocate_slots(
+            req, num_new_tokens, full_sequence_must_fit=self.reserve_full_isl and admitting,
+        ) is not None
+        if not granted and not admitting:
             raise RuntimeError(
                 f"running request {req.request_id} needs {num_new_tokens} more slots and the "
                 "pool is empty: that takes preemption, which this step does not do"
@@ -95,6 +107,10 @@ def scheduler_driven_by(schedule_step: ScheduleStep) -> type[Scheduler]:
     ``SchedulerOutput`` the rest of the engine consumes (rows in the dict's order). Nothing else
     decides who runs. Prefix caching is not consulted (this step does not do it), so run the
     engine with ``enable_caching=False`` when you compare schedules with the stock scheduler.
+
+    The engine's policy reaches your step through its inputs, never its logic: under
+    ``policy="vllm-0.32"`` a lone request (nobody else running or waiting) is handed threshold
+    0, and admissions are refused unless the whole input fits (:class:`EngineKV`).
     """
 
     class StepDrivenScheduler(Scheduler):
@@ -103,10 +119,11 @@ def scheduler_driven_by(schedule_step: ScheduleStep) -> type[Scheduler]:
             counts = schedule_step(
                 self.running,
                 self.waiting,
-                EngineKV(self.kv),
+                EngineKV(self.kv, reserve_full_isl=self.scheduler_reserve_full_isl,
+                         running=frozenset(before)),
                 max_num_batched_tokens=self.max_num_batched_tokens,
                 max_num_seqs=self.max_num_seqs,
-                long_prefill_token_threshold=self.long_prefill_token_threshold,
+                long_prefill_token_threshold=self._step_threshold(),
             )
             by_id = {r.request_id: r for r in self.running}
             missing = [rid for rid in counts if rid not in by_id]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from katas.phase03.scheduler_step.scaffold import FakeKV, Req, scheduler_driven_by
 from mini_vllm import LLMEngine, RequestStatus, SamplingParams, SchedulerOutput
@@ -18,6 +20,8 @@ from pytest_vllm_katas.invariants import (
     check_kv_covers_schedule,
     check_scheduler_step,
 )
+from pytest_vllm_katas.live import vllm_twins
+from pytest_vllm_katas.live.fixtures import require_vllm
 
 pytestmark = pytest.mark.cpu_ok
 
@@ -462,6 +466,44 @@ def test_your_step_drives_a_real_model(impl, tiny_llama) -> None:
         f"same tokens, but the schedule departs from mini_vllm's at step "
         f"{_first_difference(stock.steps, yours.steps)}"
     )
+
+
+# -- your step against vLLM's own Scheduler (live tier) ---------------------------------------
+
+
+def _without_preemption(w: vllm_twins.Workload) -> vllm_twins.Workload:
+    """``w`` with prefix caching off (this step does not consult it) and the smallest pool, from
+    ``w``'s up, in which mini_vllm's scheduler never has to preempt (this step does not
+    preempt): memory still refuses admissions, it never evicts."""
+    w = dataclasses.replace(w, enable_caching=False)
+    while any(record.preempted for record in vllm_twins.mini_steps(w)):
+        w = dataclasses.replace(w, num_blocks=w.num_blocks + 1)
+    return w
+
+
+@pytest.mark.live
+def test_your_step_agrees_with_vllms_scheduler(impl) -> None:
+    # Random workloads (staggered arrivals, chunked prefills, tight budgets and seats, EOS,
+    # aborts) through your step on mini_vllm with policy "vllm-0.32", and through vLLM 0.32's
+    # own Scheduler; rows, admissions, finishes, queues and block tables compared every step.
+    require_vllm()  # skips, with the install command, where vLLM cannot run
+    vllm_twins.vllm_api()  # the slow import, once, before any example
+    scheduler_cls = scheduler_driven_by(impl.schedule_step)
+
+    @settings(max_examples=80, derandomize=True, database=None, deadline=None,
+              report_multiple_bugs=False,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(vllm_twins.workloads())
+    def agrees(w: vllm_twins.Workload) -> None:
+        w = _without_preemption(w)
+        divergence = vllm_twins.run_scheduler_workload(w, scheduler_cls=scheduler_cls,
+                                                       ours="yours")
+        assert divergence is None, (
+            "your step, running mini_vllm with policy 'vllm-0.32', departs from vLLM 0.32's "
+            f"Scheduler:\n{divergence}"
+        )
+
+    agrees()
 
 
 # --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------

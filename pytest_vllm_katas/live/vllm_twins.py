@@ -332,12 +332,14 @@ class Divergence:
     mini: Any
     vllm: Any
     trace: list[str] = field(default_factory=list)
+    ours: str = "mini_vllm"  # what the mini side is called in the report ("yours" in a kata)
 
     def __str__(self) -> str:
-        lines = [f"{self.where}: {self.what} differ", f"  mini_vllm: {self.mini!r}",
-                 f"  vLLM:      {self.vllm!r}"]
+        width = max(len(self.ours), len("vLLM")) + 1
+        lines = [f"{self.where}: {self.what} differ", f"  {self.ours + ':':<{width}} {self.mini!r}",
+                 f"  {'vLLM:':<{width}} {self.vllm!r}"]
         if self.trace:
-            lines.append("  agreed until then (mini_vllm's view):")
+            lines.append(f"  agreed until then ({self.ours}'s view):")
             lines.extend(f"    {line}" for line in self.trace)
         return "\n".join(lines)
 
@@ -352,6 +354,7 @@ def vllm_api() -> SimpleNamespace:
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
     from vllm.sampling_params import SamplingParams as VllmSamplingParams
     from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.block_pool import BlockPool as VllmBlockPool
     from vllm.v1.core.kv_cache_manager import KVCacheManager as VllmKVCacheManager
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
     from vllm.v1.core.sched.scheduler import Scheduler as VllmScheduler
@@ -379,6 +382,7 @@ def vllm_api() -> SimpleNamespace:
         Scheduler=VllmScheduler, StructuredOutputManager=StructuredOutputManager,
         FullAttentionSpec=FullAttentionSpec, KVCacheConfig=KVCacheConfig,
         KVCacheGroupSpec=KVCacheGroupSpec, ModelRunnerOutput=ModelRunnerOutput,
+        BlockPool=VllmBlockPool,
     )
 
 
@@ -531,14 +535,16 @@ class VllmSchedulerSide:
 # -- the mini_vllm side ----------------------------------------------------------------------
 
 
-def mini_engine(w: Workload | PoolConfig, policy: Any = VLLM_PRESET) -> LLMEngine:
+def mini_engine(w: Workload | PoolConfig, policy: Any = VLLM_PRESET,
+                **engine_kwargs: Any) -> LLMEngine:
     """mini_vllm's engine for ``w`` under ``policy`` (a preset name or a ControlPlanePolicy).
 
     The engine is only a constructor here: the runs drive its scheduler and KV cache manager
-    directly, so no model runs.
+    directly, so no model runs. ``engine_kwargs`` reach ``LLMEngine`` (a learner's
+    ``scheduler_cls`` or ``block_pool_cls``).
     """
     knobs: dict[str, Any] = dict(num_blocks=w.num_blocks, block_size=w.block_size,
-                                 enable_caching=w.enable_caching)
+                                 enable_caching=w.enable_caching, **engine_kwargs)
     if isinstance(w, Workload):
         knobs.update(max_num_seqs=w.max_num_seqs, max_num_batched_tokens=w.max_num_batched_tokens,
                      long_prefill_token_threshold=w.long_prefill_token_threshold)
@@ -580,9 +586,9 @@ def _mini_pool_state(pool: Any, names: PrefixNames, tables: dict[str, list[int]]
 class MiniSchedulerSide:
     """mini_vllm's ``Scheduler``, stepped exactly as ``engine_step`` does, minus the model."""
 
-    def __init__(self, w: Workload, policy: Any = VLLM_PRESET) -> None:
+    def __init__(self, w: Workload, policy: Any = VLLM_PRESET, **engine_kwargs: Any) -> None:
         self.workload = w
-        engine = mini_engine(w, policy)
+        engine = mini_engine(w, policy, **engine_kwargs)
         self.scheduler = engine.scheduler
         self.kv = engine.kv_cache_manager
         self.specs: dict[str, RequestSpec] = {}
@@ -638,14 +644,43 @@ class MiniSchedulerSide:
 
 
 def run_scheduler_workload(w: Workload, policy: Any = VLLM_PRESET, *,
-                           reserve_full_isl: bool = True) -> Divergence | None:
+                           reserve_full_isl: bool = True, ours: str = "mini_vllm",
+                           **engine_kwargs: Any) -> Divergence | None:
     """Run ``w`` on both schedulers step by step; the first divergence, or None.
 
     ``reserve_full_isl`` is vLLM's ``SchedulerConfig.scheduler_reserve_full_isl`` (its default
-    is True), the one rule of the four that upstream can switch off too.
+    is True), the one rule of the four that upstream can switch off too. ``engine_kwargs`` go to
+    mini_vllm's ``LLMEngine``: a kata passes the learner's ``scheduler_cls`` here, and names its
+    side ``ours`` in the report.
     """
-    mini = MiniSchedulerSide(w, policy)
+    mini = MiniSchedulerSide(w, policy, **engine_kwargs)
     vllm = VllmSchedulerSide(w, reserve_full_isl=reserve_full_isl)
+    divergence = _lockstep(w, mini, vllm)
+    if divergence is not None:
+        divergence.ours = ours
+    return divergence
+
+
+def mini_steps(w: Workload, policy: Any = VLLM_PRESET, **engine_kwargs: Any) -> list[StepRecord]:
+    """mini_vllm's side of ``w`` alone (no vLLM needed): every step's record, until done."""
+    mini = MiniSchedulerSide(w, policy, **engine_kwargs)
+    records: list[StepRecord] = []
+    last_arrival = max(r.arrival for r in w.requests)
+    for step in range(w.max_steps()):
+        for spec in w.requests:
+            if spec.arrival == step:
+                mini.add(spec)
+            if spec.abort_at == step and mini.is_unfinished(spec.rid):
+                mini.abort(spec.rid)
+        if step > last_arrival and not mini.has_unfinished_requests():
+            break
+        records.append(mini.step())
+    return records
+
+
+def _lockstep(w: Workload, mini: MiniSchedulerSide,
+              vllm: VllmSchedulerSide) -> Divergence | None:
+    """Arrivals, aborts, then one step on each side; pools compared before and after."""
     trace: list[str] = []
 
     def compare_pools(where: str) -> Divergence | None:
@@ -679,6 +714,33 @@ def run_scheduler_workload(w: Workload, policy: Any = VLLM_PRESET, *,
         if (divergence := compare_pools(f"after step {step}")) is not None:
             return divergence
     return None  # both still busy after the budget, in agreement: a shared livelock
+
+
+# -- bare block pools ------------------------------------------------------------------------
+# For a kata that rebuilds the pool itself: the caller hands in each block's hash (any bytes),
+# as vLLM's KVCacheManager would from the request's block hashes.
+
+
+def build_vllm_block_pool(num_blocks: int) -> Any:
+    """vLLM's ``BlockPool`` with prefix caching on (the hashes are given, so one token each)."""
+    return vllm_api().BlockPool(num_gpu_blocks=num_blocks, enable_caching=True, hash_block_size=1)
+
+
+def vllm_cache_blocks(pool: Any, blocks: Sequence[Any], hashes: Sequence[bytes]) -> None:
+    """Register ``blocks`` (not yet hashed) under ``hashes`` in KV cache group 0."""
+    request = SimpleNamespace(block_hashes=list(hashes))  # all cache_full_blocks reads of it
+    pool.cache_full_blocks(request, list(blocks), 0, len(blocks), 1, 0)
+
+
+def vllm_cached_block(pool: Any, block_hash: bytes) -> Any | None:
+    """The block indexed under ``block_hash`` in group 0 (the first, if several), or None."""
+    hit = pool.get_cached_block(block_hash, [0])
+    return None if hit is None else hit[0]
+
+
+def vllm_block_hash(block: Any) -> bytes | None:
+    """A block's own hash without the 4-byte KV-cache-group suffix vLLM stores with it."""
+    return None if block.block_hash is None else bytes(block.block_hash[:-4])
 
 
 # -- KV-cache-manager runs -------------------------------------------------------------------
