@@ -22,6 +22,7 @@ token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -147,3 +148,69 @@ def paged_attention(query: np.ndarray, key_cache: np.ndarray, value_cache: np.nd
         ctx = np.matmul(probs, values.transpose(1, 0, 2)[:, None])
         out[start:stop] = ctx.transpose(2, 0, 1, 3).reshape(q_len, num_heads, head_dim)
     return out
+
+
+# -- other backends --------------------------------------------------------------------------
+# What a model's attention layer calls: paged_attention's signature. The engine picks one at
+# start-up (LLMEngine(attn_backend=...)) and the runner installs it for every forward pass
+# (mini_vllm.forward_context), as vLLM's selector picks FlashAttention, FlashInfer, Triton...
+
+AttentionBackend = Callable[[np.ndarray, np.ndarray, np.ndarray, AttentionMetadata, float],
+                            np.ndarray]
+
+#: One request's chunk of query rows, one head, over that head's paged context:
+#: ``(queries [M, d], key_cache [num_blocks, block_size, d], value_cache, block_table,
+#: start_pos) -> [M, d]``. Row ``i`` sits at position ``start_pos + i`` and sees positions
+#: ``0..start_pos + i``; the cache already holds them all. Scale ``1 / sqrt(d)``.
+ChunkAttention = Callable[[np.ndarray, np.ndarray, np.ndarray, list[int], int], np.ndarray]
+
+#: One query row, one head: ``(q [d], key_cache, value_cache, block_table, seq_len) -> [d]``,
+#: attending over positions ``0..seq_len - 1``.
+RowAttention = Callable[[np.ndarray, np.ndarray, np.ndarray, list[int], int], np.ndarray]
+
+
+def row_by_row(attend_row: RowAttention) -> ChunkAttention:
+    """A chunk attention from a one-row one: causality is each row's ``seq_len``, its position
+    plus one (a token sees itself)."""
+
+    def attend_chunk(queries: np.ndarray, key_cache: np.ndarray, value_cache: np.ndarray,
+                     block_table: list[int], start_pos: int) -> np.ndarray:
+        return np.stack([attend_row(q, key_cache, value_cache, block_table, start_pos + i + 1)
+                         for i, q in enumerate(queries)])
+
+    return attend_chunk
+
+
+def per_head_backend(attend_chunk: ChunkAttention) -> AttentionBackend:
+    """A backend built from a single-request, single-head attention (a kata's): one call per
+    request and query head, with that head's KV-head slice of the cache.
+
+    Slow by design (a Python loop over requests and heads) and exact: with float64 weights the
+    engine's tokens must equal the stock backend's.
+    """
+
+    def backend(query: np.ndarray, key_cache: np.ndarray, value_cache: np.ndarray,
+                metadata: AttentionMetadata, scale: float) -> np.ndarray:
+        num_tokens, num_heads, head_dim = query.shape
+        if not np.isclose(scale, head_dim ** -0.5):
+            raise ValueError(f"this backend attends with scale 1/sqrt({head_dim}); the model "
+                             f"asked for {scale}")
+        group = num_heads // key_cache.shape[2]
+        out = np.empty_like(query)
+        for i in range(metadata.num_reqs):
+            start, stop = int(metadata.query_start_loc[i]), int(metadata.query_start_loc[i + 1])
+            seq_len = int(metadata.seq_lens[i])
+            table = metadata.block_table[i, :-(-seq_len // metadata.block_size)].tolist()
+            for h in range(num_heads):
+                kv_head = h // group
+                rows = np.asarray(attend_chunk(
+                    query[start:stop, h], key_cache[:, :, kv_head], value_cache[:, :, kv_head],
+                    table, seq_len - (stop - start)))
+                if rows.shape != (stop - start, head_dim):
+                    raise ValueError(
+                        f"attention for request {i}, head {h} returned shape {rows.shape}; "
+                        f"expected {(stop - start, head_dim)} (one row per query)")
+                out[start:stop, h] = rows
+        return out
+
+    return backend

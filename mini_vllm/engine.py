@@ -36,6 +36,9 @@ engine:
   (``mini_vllm.models``: ``forward(input_ids, positions, kv_caches, attn_metadata)`` +
   ``compute_logits``). Either way it runs behind the :class:`ModelRunner`, which builds the
   slot mapping and block tables and checks that every slot a request reads holds its token.
+* ``attn_backend``: the attention every layer of a real model calls, with
+  ``mini_vllm.attention.paged_attention``'s signature (the default); ``per_head_backend`` there
+  builds one from a kata's single-request, single-head attention (phase 04).
 * ``step_fn``: ``step_fn(scheduler, model, sampler) -> list[Request]`` replaces the body of
   ``step()`` (kata 01-03's ``engine_step``); it gets the model itself and keeps the course's
   ``forward(last_tokens, positions)`` contract. Default: :func:`engine_step` on the runner.
@@ -58,6 +61,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mini_vllm.attention import AttentionBackend
 from mini_vllm.config import ControlPlanePolicy, get_policy
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
@@ -155,6 +159,7 @@ class LLMEngine:
         tokenizer: Any | None = None,
         max_model_len: int | None = None,
         policy: str | ControlPlanePolicy = "course",
+        attn_backend: AttentionBackend | None = None,
     ) -> None:
         self.policy = get_policy(policy)
         self.num_blocks = num_blocks
@@ -190,7 +195,8 @@ class LLMEngine:
         if check_stop is not None:
             self.scheduler.check_stop = check_stop
         self.model_runner = ModelRunner(self.model, self.kv_cache_manager,
-                                        num_blocks=num_blocks, block_size=block_size)
+                                        num_blocks=num_blocks, block_size=block_size,
+                                        attn_backend=attn_backend)
         # A hand-wired step (kata 01-03) keeps the course's contract: it gets the model itself
         # and calls forward(last_tokens, positions). The stock step goes through the runner.
         self._step_fn = step_fn

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from mini_vllm.attention import AttentionMetadata
+from mini_vllm.attention import AttentionBackend, AttentionMetadata
+from mini_vllm.forward_context import set_forward_context
 from mini_vllm.request import Request
 from mini_vllm.scheduler import SchedulerOutput
 
@@ -70,8 +71,10 @@ def is_real_model(model: Any) -> bool:
 
 class ModelRunner:
     def __init__(self, model: Any, kv_cache_manager: Any, *, num_blocks: int,
-                 block_size: int) -> None:
+                 block_size: int, attn_backend: AttentionBackend | None = None) -> None:
         self.model = model
+        # The attention every layer of a real model calls (None: mini_vllm.attention's numpy one).
+        self.attn_backend = attn_backend
         self.kv = kv_cache_manager
         self.num_blocks = num_blocks
         self.block_size = block_size
@@ -220,8 +223,9 @@ class ModelRunner:
         self._write_and_check_fingerprints(inputs)
         last = inputs.logits_indices
         if is_real_model(self.model):
-            hidden = self.model.forward(inputs.input_ids, inputs.positions, self.kv_caches,
-                                        inputs.attn_metadata)
+            with set_forward_context(self.attn_backend):
+                hidden = self.model.forward(inputs.input_ids, inputs.positions, self.kv_caches,
+                                            inputs.attn_metadata)
             logits = self.model.compute_logits(hidden[last])
         else:
             logits = self.model.forward(inputs.input_ids[last].tolist(),

@@ -38,6 +38,8 @@ PHASE_TITLES = {
     "phase01": "Architecture & request lifecycle",
     "phase02": "PagedAttention",
     "phase03": "Continuous batching & the scheduler",
+    "phase04": "Attention backends",
+    "phase05": "CUDA graphs & torch.compile",
     "phase17": "Hardware platforms",
 }
 

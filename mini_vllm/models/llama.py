@@ -28,7 +28,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from mini_vllm.attention import AttentionMetadata, paged_attention, write_to_kv_cache
+from mini_vllm.attention import AttentionMetadata, write_to_kv_cache
+from mini_vllm.forward_context import get_forward_context
 
 _SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -151,7 +152,9 @@ class LlamaAttention:
                                                         self.head_dim)
         key_cache, value_cache = kv_cache
         write_to_kv_cache(k, v, key_cache, value_cache, attn_metadata.slot_mapping)
-        attn = paged_attention(q, key_cache, value_cache, attn_metadata, self.scaling)
+        # Whichever backend the engine selected (mini_vllm.forward_context); numpy by default.
+        attn = get_forward_context().attn_backend(q, key_cache, value_cache, attn_metadata,
+                                                  self.scaling)
         return attn.reshape(num_tokens, self.q_size) @ self.o_proj
 
 
