@@ -678,6 +678,33 @@ def mini_steps(w: Workload, policy: Any = VLLM_PRESET, **engine_kwargs: Any) -> 
     return records
 
 
+def assert_scheduler_agrees_with_vllm(strategy: st.SearchStrategy[Workload],
+                                      scheduler_cls: type, *, what: str,
+                                      prepare: Callable[[Workload], Workload] | None = None,
+                                      max_examples: int = 80) -> None:
+    """A kata's live check: hypothesis-drawn workloads through mini_vllm (policy "vllm-0.32")
+    running the learner's ``scheduler_cls``, and through vLLM's own ``Scheduler``, step by step.
+    Fails with the shrunk, minimal divergence; ``what`` names the learner's side in the message,
+    ``prepare`` fits each workload to what the learner's part covers. Fixed seeds, no database:
+    every run checks the same workloads."""
+    from hypothesis import HealthCheck, given, settings
+
+    vllm_api()  # the slow import, once, before any example
+
+    @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None,
+              report_multiple_bugs=False, suppress_health_check=[HealthCheck.too_slow])
+    @given(strategy)
+    def agrees(w: Workload) -> None:
+        if prepare is not None:
+            w = prepare(w)
+        divergence = run_scheduler_workload(w, scheduler_cls=scheduler_cls, ours="yours")
+        assert divergence is None, (
+            f"{what}, with policy 'vllm-0.32', departs from vLLM 0.32's Scheduler:\n{divergence}"
+        )
+
+    agrees()
+
+
 def _lockstep(w: Workload, mini: MiniSchedulerSide,
               vllm: VllmSchedulerSide) -> Divergence | None:
     """Arrivals, aborts, then one step on each side; pools compared before and after."""

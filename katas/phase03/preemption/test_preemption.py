@@ -7,7 +7,6 @@ from types import ModuleType
 from typing import NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 
 from katas.phase03.preemption.scaffold import BoundedKV, scheduler_with
 from mini_vllm import KVCacheManager, LLMEngine, Request, RequestStatus, SamplingParams
@@ -313,22 +312,9 @@ def test_your_preemption_agrees_with_vllms_scheduler(impl) -> None:
     # 0.32's own Scheduler: preemptions in order, rows, admissions, queues, ref counts and block
     # tables compared every step.
     require_vllm()  # skips, with the install command, where vLLM cannot run
-    vllm_twins.vllm_api()  # the slow import, once, before any example
-    scheduler_cls = scheduler_with(impl.allocate_or_preempt)
-
-    @settings(max_examples=80, derandomize=True, database=None, deadline=None,
-              report_multiple_bugs=False,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(vllm_twins.workloads(cramped=True))
-    def agrees(w: vllm_twins.Workload) -> None:
-        divergence = vllm_twins.run_scheduler_workload(w, scheduler_cls=scheduler_cls,
-                                                       ours="yours")
-        assert divergence is None, (
-            "mini_vllm on your preemption, with policy 'vllm-0.32', departs from vLLM 0.32's "
-            f"Scheduler:\n{divergence}"
-        )
-
-    agrees()
+    vllm_twins.assert_scheduler_agrees_with_vllm(
+        vllm_twins.workloads(cramped=True), scheduler_with(impl.allocate_or_preempt),
+        what="mini_vllm on your preemption")
 
 
 # -- the experiment: a cramped pool against a roomy one -------------------------------------------

@@ -9,7 +9,6 @@ from types import ModuleType
 from typing import NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 
 from katas.phase03.scheduler_step.scaffold import FakeKV, Req, scheduler_driven_by
 from mini_vllm import LLMEngine, RequestStatus, SamplingParams, SchedulerOutput
@@ -487,23 +486,9 @@ def test_your_step_agrees_with_vllms_scheduler(impl) -> None:
     # aborts) through your step on mini_vllm with policy "vllm-0.32", and through vLLM 0.32's
     # own Scheduler; rows, admissions, finishes, queues and block tables compared every step.
     require_vllm()  # skips, with the install command, where vLLM cannot run
-    vllm_twins.vllm_api()  # the slow import, once, before any example
-    scheduler_cls = scheduler_driven_by(impl.schedule_step)
-
-    @settings(max_examples=80, derandomize=True, database=None, deadline=None,
-              report_multiple_bugs=False,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(vllm_twins.workloads())
-    def agrees(w: vllm_twins.Workload) -> None:
-        w = _without_preemption(w)
-        divergence = vllm_twins.run_scheduler_workload(w, scheduler_cls=scheduler_cls,
-                                                       ours="yours")
-        assert divergence is None, (
-            "your step, running mini_vllm with policy 'vllm-0.32', departs from vLLM 0.32's "
-            f"Scheduler:\n{divergence}"
-        )
-
-    agrees()
+    vllm_twins.assert_scheduler_agrees_with_vllm(
+        vllm_twins.workloads(), scheduler_driven_by(impl.schedule_step),
+        what="your step, running mini_vllm", prepare=_without_preemption)
 
 
 # --- speed (timed only by pytest-benchmark; with --katas-speed, [speed] budget applies) --------
