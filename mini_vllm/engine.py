@@ -39,6 +39,10 @@ engine:
 * ``attn_backend``: the attention every layer of a real model calls, with
   ``mini_vllm.attention.paged_attention``'s signature (the default); ``per_head_backend`` there
   builds one from a kata's single-request, single-head attention (phase 04).
+* ``cudagraph_capture_sizes``: off (``None``) by default. With a real model, a step in which
+  every request computes one token runs on the batch padded up to the smallest listed size, as
+  upstream pads a decode batch to a captured CUDA graph's size; the padded rows' logits are never
+  computed, so the tokens do not change (see :class:`ModelRunner`, phase 05).
 * ``step_fn``: ``step_fn(scheduler, model, sampler) -> list[Request]`` replaces the body of
   ``step()`` (kata 01-03's ``engine_step``); it gets the model itself and keeps the course's
   ``forward(last_tokens, positions)`` contract. Default: :func:`engine_step` on the runner.
@@ -160,6 +164,7 @@ class LLMEngine:
         max_model_len: int | None = None,
         policy: str | ControlPlanePolicy = "course",
         attn_backend: AttentionBackend | None = None,
+        cudagraph_capture_sizes: Sequence[int] | None = None,
     ) -> None:
         self.policy = get_policy(policy)
         self.num_blocks = num_blocks
@@ -196,7 +201,8 @@ class LLMEngine:
             self.scheduler.check_stop = check_stop
         self.model_runner = ModelRunner(self.model, self.kv_cache_manager,
                                         num_blocks=num_blocks, block_size=block_size,
-                                        attn_backend=attn_backend)
+                                        attn_backend=attn_backend,
+                                        cudagraph_capture_sizes=cudagraph_capture_sizes)
         # A hand-wired step (kata 01-03) keeps the course's contract: it gets the model itself
         # and calls forward(last_tokens, positions). The stock step goes through the runner.
         self._step_fn = step_fn

@@ -26,16 +26,31 @@ block table, is exactly that request's tokens. A scheduler that computes a token
 block pool that hands one block to two requests, or a block freed and reused while a request
 still reads it, all raise :class:`KVCacheError` naming the step, the request and the slot — never
 a silently different token, not even with the toy model that ignores K/V.
+
+Decode-batch padding (``cudagraph_capture_sizes``, off by default), as upstream's runner pads a
+batch up to the size of a captured CUDA graph: in a step where every request computes one token,
+a real model runs on the batch padded with dummy rows up to the smallest capture size that holds
+it (a batch above the largest size runs unpadded: no graph would fit it). A dummy row is token 0
+at position 0 with an empty (all null-block) table, writing its K/V to slot 0 of the null block
+0, which no request ever holds. Upstream writes a padded token to ``PAD_SLOT_ID`` (-1, in
+``vllm/v1/attention/backends/utils.py``) and the cache kernel skips it; a numpy index of -1 is
+the *last* slot, a real request's, hence block 0. Logits are computed for the real rows only
+(``logits_indices``), so the tokens do not change. ``num_padded_tokens`` counts the dummy rows,
+``cudagraph_steps`` the decode steps run at each size (the first at a size would capture its
+graph, the others replay it). No graph is captured here; ``mini_vllm.cudagraph`` models that
+part.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mini_vllm.attention import AttentionBackend, AttentionMetadata
+from mini_vllm.cudagraph import check_capture_sizes, select_capture_size
 from mini_vllm.forward_context import set_forward_context
 from mini_vllm.request import Request
 from mini_vllm.scheduler import SchedulerOutput
@@ -71,8 +86,13 @@ def is_real_model(model: Any) -> bool:
 
 class ModelRunner:
     def __init__(self, model: Any, kv_cache_manager: Any, *, num_blocks: int,
-                 block_size: int, attn_backend: AttentionBackend | None = None) -> None:
+                 block_size: int, attn_backend: AttentionBackend | None = None,
+                 cudagraph_capture_sizes: Sequence[int] | None = None) -> None:
         self.model = model
+        # Decode batches are padded up to one of these sizes (None: never padded).
+        self.cudagraph_capture_sizes = _check_capture_sizes(cudagraph_capture_sizes, model)
+        self.num_padded_tokens = 0
+        self.cudagraph_steps: dict[int, int] = {}
         # The attention every layer of a real model calls (None: mini_vllm.attention's numpy one).
         self.attn_backend = attn_backend
         self.kv = kv_cache_manager
@@ -223,12 +243,52 @@ class ModelRunner:
         self._write_and_check_fingerprints(inputs)
         last = inputs.logits_indices
         if is_real_model(self.model):
+            input_ids, positions, metadata = self._pad_decode_batch(inputs)
             with set_forward_context(self.attn_backend):
-                hidden = self.model.forward(inputs.input_ids, inputs.positions, self.kv_caches,
-                                            inputs.attn_metadata)
-            logits = self.model.compute_logits(hidden[last])
+                hidden = self.model.forward(input_ids, positions, self.kv_caches, metadata)
+            logits = self.model.compute_logits(hidden[last])  # padded rows are never read
         else:
             logits = self.model.forward(inputs.input_ids[last].tolist(),
                                         inputs.positions[last].tolist())
         self.num_steps += 1
         return logits
+
+    def _pad_decode_batch(self, inputs: ModelInputs
+                          ) -> tuple[np.ndarray, np.ndarray, AttentionMetadata]:
+        """The forward pass's inputs: this step's own, or, for a decode-only step with capture
+        sizes set, the same followed by dummy rows up to the smallest size that holds them."""
+        meta = inputs.attn_metadata
+        num_reqs = meta.num_reqs
+        unpadded = inputs.input_ids, inputs.positions, meta
+        if self.cudagraph_capture_sizes is None or len(inputs.input_ids) != num_reqs:
+            return unpadded  # no ladder, or a prefill (chunk) in the batch
+        size = select_capture_size(num_reqs, self.cudagraph_capture_sizes)
+        if size is None:
+            return unpadded  # larger than every captured size: runs eagerly, unpadded
+        self.cudagraph_steps[size] = self.cudagraph_steps.get(size, 0) + 1
+        pad = size - num_reqs
+        if not pad:
+            return unpadded
+        self.num_padded_tokens += pad
+        zeros = np.zeros(pad, np.int64)
+        padded = AttentionMetadata(
+            # One query row per dummy request, appended after the real ones.
+            query_start_loc=np.concatenate([meta.query_start_loc,
+                                            meta.query_start_loc[-1] + np.arange(1, pad + 1)]),
+            seq_lens=np.concatenate([meta.seq_lens, zeros + 1]),
+            block_table=np.concatenate([meta.block_table,
+                                        np.zeros((pad, meta.block_table.shape[1]), np.int64)]),
+            slot_mapping=np.concatenate([meta.slot_mapping, zeros]),  # the null block's slot 0
+            block_size=meta.block_size,
+        )
+        return (np.concatenate([inputs.input_ids, zeros]),
+                np.concatenate([inputs.positions, zeros]), padded)
+
+
+def _check_capture_sizes(sizes: Sequence[int] | None, model: Any) -> tuple[int, ...] | None:
+    """Sorted, de-duplicated capture sizes; ``ValueError`` for bad ones or a toy model."""
+    checked = check_capture_sizes(sizes, "cudagraph_capture_sizes")
+    if checked is not None and not is_real_model(model):
+        raise ValueError("cudagraph_capture_sizes pads a real model's decode batch; the toy "
+                         "model's forward(last_tokens, positions) has no batch to pad")
+    return checked
