@@ -1,19 +1,27 @@
-"""How fast is the reference paged-attention kernel of kata 02-04? (CUDA only.)
+"""How fast are the reference paged-attention kernels of katas 02-04 and 04-05? (CUDA only.)
 
 Decode attention is memory-bound: each step reads every cached K and V byte once and does ~2
 FLOPs per byte. So the yardstick is bandwidth. For each (batch, context) this script times
 
-- the reference ``paged_attention_triton`` on a paged cache with shuffled block tables, and
+- kata 02-04's ``paged_attention_triton`` (one program per sequence and KV head) on a paged
+  cache with shuffled block tables,
+- kata 04-05's ``split_kv_attention`` (the context split into partitions, merged by a second
+  kernel; the split count from its ``choose_num_splits`` rule) on the same cache, and
 - ``torch.nn.functional.scaled_dot_product_attention`` on the same K/V gathered densely
   beforehand (the gather is not timed: SDPA gets contiguous memory for free),
 
-and reports the kernel's achieved bandwidth (K/V bytes read / median time) as a percentage of a
-plain device-to-device copy on the same GPU (bytes read + written / median time). Timings are
+and reports each kernel's achieved bandwidth (K/V bytes read / median time) as a percentage of
+a plain device-to-device copy on the same GPU (bytes read + written / median time). Timings are
 ``triton.testing.do_bench`` medians; it flushes L2 before every repetition.
 
-    python benchmarks/bench_triton_paged_attention.py              # the table
-    python benchmarks/bench_triton_paged_attention.py --sweep      # also try kernel configs
-    python benchmarks/bench_triton_paged_attention.py --out DIR    # write table.md + results.json
+    python benchmarks/bench_triton_paged_attention.py                 # the table
+    python benchmarks/bench_triton_paged_attention.py --graphs        # time CUDA graph replays
+    python benchmarks/bench_triton_paged_attention.py --sweep         # also try 02-04 configs
+    python benchmarks/bench_triton_paged_attention.py --graphs --sweep-splits  # 04-05 tuning
+    python benchmarks/bench_triton_paged_attention.py --out DIR       # table.md + results.json
+
+Eager calls include Python's launch overhead wherever it exceeds the GPU time (04-05 launches
+two kernels); ``--graphs`` captures each call once and times replays: GPU time only.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import argparse
 import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -31,25 +40,59 @@ from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
+from katas.phase04.triton_split_kv_decode.scaffold import multiprocessor_count  # noqa: E402
 from reference.phase02 import triton_paged_attention as ref  # noqa: E402
+from reference.phase04 import triton_split_kv_decode as split  # noqa: E402
 
 # Llama-3-8B's attention: 32 query heads sharing 8 KV heads (GQA 4:1), head_dim 128; vLLM's
 # default block size.
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE = 32, 8, 128, 16
 BATCHES = (1, 4, 16, 64)
 CONTEXTS = (1024, 4096, 16384, 32768)
-GOAL_PCT_OF_COPY, GOAL_SDPA_RATIO = 60.0, 1.5  # at batch >= 16 and context >= 4k
+GOAL_PCT_OF_COPY, GOAL_SDPA_RATIO = 60.0, 1.5  # 02-04: at batch >= 16 and context >= 4k
+# 04-05 (split-KV): at batch <= 4 and context >= 4k within 1.2x of SDPA, and at >= 16k also
+# >= 60% of copy bandwidth; at batch >= 16 no slower than 02-04 (5% for timing noise).
+SPLIT_SDPA_RATIO, SPLIT_PCT_OF_COPY, SPLIT_NO_REGRESSION = 1.2, 60.0, 1.05
 
 
-def median_ms(fn) -> float:
-    return do_bench(fn, warmup=25, rep=200, return_mode="median")
+GRAPHS = False  # --graphs turns it on
+
+
+def median_ms(fn, rep: int = 200) -> float:
+    """Median GPU time of ``fn()``: its launches captured once in a CUDA graph, then replayed
+    (``do_bench`` flushes L2 before every replay). A replay is one launch however many
+    kernels ``fn`` runs, so the time is the GPU's, not Python's launch overhead (decode steps
+    run under CUDA graphs in vLLM too). Without ``--graphs``, ``fn`` itself is called each time:
+    then two Triton launches cost more host time than the GPU needs at small sizes."""
+    if not GRAPHS:
+        return do_bench(fn, warmup=25, rep=rep, return_mode="median")
+    fn()  # compile and warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    ms = do_bench(graph.replay, warmup=25, rep=rep, return_mode="median")
+    del graph
+    return ms
+
+
+def cpu_us_per_call(fn, calls: int = 300) -> float:
+    """Host time per eager call, launches queued back to back (CPU-bound for small inputs)."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
 
 
 def copy_bandwidth() -> float:
     """Bytes read + written per second of a 2 GiB device-to-device copy."""
     src = torch.randn(1 << 29, device="cuda")  # 2 GiB of float32
     dst = torch.empty_like(src)
-    ms = median_ms(lambda: dst.copy_(src))
+    # Eager: a copy captured in a CUDA graph becomes a copy-engine node (~35% slower here).
+    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
     return 2 * src.numel() * src.element_size() / (ms * 1e-3)
 
 
@@ -109,7 +152,12 @@ def measure(batch: int, context: int, copy_bw: float) -> dict:
     err = (got.float() - expected.float()).abs().max().item()
     assert err <= 1e-2, f"batch {batch} context {context}: max |Δ| vs SDPA = {err:.3g}"
 
+    got_split = split.split_kv_attention(*args)
+    err_split = (got_split.float() - expected.float()).abs().max().item()
+    assert err_split <= 1e-2, f"batch {batch} context {context}: split-KV max |Δ| = {err_split:.3g}"
+
     t_triton = median_ms(lambda: ref.paged_attention_triton(*args))
+    t_split = median_ms(lambda: split.split_kv_attention(*args))
     t_sdpa = median_ms(sdpa)
     bw = kv_bytes / (t_triton * 1e-3)
     row = {
@@ -117,8 +165,96 @@ def measure(batch: int, context: int, copy_bw: float) -> dict:
         "triton_us": t_triton * 1e3, "triton_gbps": bw / 1e9, "pct_of_copy": 100 * bw / copy_bw,
         "sdpa_us": t_sdpa * 1e3, "sdpa_pct_of_copy": 100 * kv_bytes / (t_sdpa * 1e-3) / copy_bw,
         "ratio_vs_sdpa": t_triton / t_sdpa, "max_abs_err_vs_sdpa": err,
+        "split_us": t_split * 1e3, "num_splits": default_splits(args),
+        "split_pct_of_copy": 100 * kv_bytes / (t_split * 1e-3) / copy_bw,
+        "split_ratio_vs_sdpa": t_split / t_sdpa, "split_ratio_vs_triton": t_split / t_triton,
+        "split_max_abs_err_vs_sdpa": err_split,
     }
     return row
+
+
+def default_splits(args) -> int:
+    """The split count 04-05's launcher picks for these inputs (its documented rule)."""
+    query, key_cache, _, block_tables, _ = args
+    return split.choose_num_splits(query.shape[0], key_cache.shape[2],
+                                   block_tables.shape[1] * key_cache.shape[1],
+                                   multiprocessor_count(query.device))
+
+
+def split_goal(r: dict) -> str:
+    """04-05's goal mark for one row: '' where the goal says nothing."""
+    if r["batch"] <= 4 and r["context"] >= 4096:
+        ok = r["split_ratio_vs_sdpa"] <= SPLIT_SDPA_RATIO and (
+            r["context"] < 16384 or r["split_pct_of_copy"] >= SPLIT_PCT_OF_COPY)
+    elif r["batch"] >= 16:
+        ok = r["split_ratio_vs_triton"] <= SPLIT_NO_REGRESSION
+    else:
+        return ""
+    return " ✓" if ok else " ✗"
+
+
+def sweep_splits(copy_bw: float) -> list[dict]:
+    """04-05: every split count under every stage-1 config, the one-pass configs at large
+    batches, and the host time of an eager call; prints the best per size."""
+    rows = []
+    small = make_inputs(1, 4096)
+    q4 = small[0].unsqueeze(2)
+    k_dense, v_dense = dense_for_sdpa(small[1], small[3]), dense_for_sdpa(small[2], small[3])
+    for name, fn in (
+        ("02-04 paged_attention_triton", lambda: ref.paged_attention_triton(*small)),
+        ("04-05 split_kv_attention, 1 split", lambda: split.split_kv_attention(*small,
+                                                                              num_splits=1)),
+        ("04-05 split_kv_attention, 16 splits", lambda: split.split_kv_attention(*small,
+                                                                                num_splits=16)),
+        ("04-05 split_kv_attention, rule", lambda: split.split_kv_attention(*small)),
+        ("SDPA", lambda: F.scaled_dot_product_attention(q4, k_dense, v_dense, enable_gqa=True)),
+    ):
+        us = cpu_us_per_call(fn)
+        rows.append({"kind": "cpu", "what": name, "us_per_call": us})
+        print(f"  host time per eager call (batch 1, 4096): {name}: {us:.1f} us", flush=True)
+
+    configs = ((32, 4, 3), (64, 4, 2), (64, 4, 3), (64, 8, 3), (128, 4, 3), (128, 8, 3))
+    cells = ((1, 4096), (1, 16384), (1, 32768), (4, 4096), (4, 16384), (4, 32768),
+             (16, 1024), (16, 4096), (16, 32768), (64, 1024))
+    saved = split._SPLIT_CONFIG, split._ONE_PASS_CONFIG
+    for batch, context in cells:
+        args = make_inputs(batch, context)
+        kv_bytes = 2 * batch * context * NUM_KV_HEADS * HEAD_DIM * 2
+        chosen = default_splits(args)
+        counts = sorted({1, 2, 4, 8, 12, 16, 24, 33, 48, 64, chosen})
+        found = []
+        for n, config in itertools.product(counts, configs):
+            if n > context // BLOCK_SIZE or (n == 1 and config != configs[0]):
+                continue
+            split._SPLIT_CONFIG = config
+            ms = median_ms(lambda n=n, a=args: split.split_kv_attention(*a, num_splits=n),
+                           rep=100)
+            found.append({"kind": "splits", "batch": batch, "context": context,
+                          "num_splits": n, "rule": n == chosen,
+                          "config": list(config) if n > 1 else list(split._ONE_PASS_CONFIG),
+                          "us": ms * 1e3, "pct_of_copy": 100 * kv_bytes / (ms * 1e-3) / copy_bw})
+        split._SPLIT_CONFIG = saved[0]
+        if batch >= 16:
+            for config in ((128, 8, 3), (128, 4, 3), (64, 4, 3), (64, 8, 4), (128, 8, 4)):
+                split._ONE_PASS_CONFIG = config
+                ms = median_ms(lambda a=args: split.split_kv_attention(*a, num_splits=1),
+                               rep=100)
+                found.append({"kind": "one_pass", "batch": batch, "context": context,
+                              "num_splits": 1, "config": list(config), "us": ms * 1e3,
+                              "pct_of_copy": 100 * kv_bytes / (ms * 1e-3) / copy_bw})
+            split._ONE_PASS_CONFIG = saved[1]
+        rows += found
+        best = sorted(found, key=lambda r: r["us"])
+        by_count = {}
+        for r in best:
+            by_count.setdefault(r["num_splits"], r)
+        print(f"  b={batch} ctx={context} (rule {chosen}): best "
+              + ", ".join(f"{r['num_splits']}x{'/'.join(map(str, r['config']))}:{r['us']:.1f}us"
+                          for r in best[:3])
+              + "; per count " + " ".join(f"{n}:{r['us']:.1f}" for n, r in sorted(
+                  by_count.items())), flush=True)
+        torch.cuda.empty_cache()
+    return rows
 
 
 def sweep(copy_bw: float) -> list[dict]:
@@ -154,11 +290,13 @@ def table(rows: list[dict], copy_bw: float) -> str:
     lines = [
         f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__}"
         f" | copy {copy_bw / 1e9:.0f} GB/s (read + write) | fp16, {NUM_HEADS} heads / "
-        f"{NUM_KV_HEADS} KV heads, head_dim {HEAD_DIM}, block_size {BLOCK_SIZE}",
+        f"{NUM_KV_HEADS} KV heads, head_dim {HEAD_DIM}, block_size {BLOCK_SIZE} | "
+        + ("CUDA graph replays" if GRAPHS else "eager calls"),
         "",
         "| batch | context | K/V MiB | Triton µs | Triton GB/s | % of copy | SDPA µs "
-        "| SDPA % of copy | Triton / SDPA |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| SDPA % of copy | Triton / SDPA | split-KV µs | splits | split-KV % of copy "
+        "| split-KV / SDPA | split-KV / Triton |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         goal = r["batch"] >= 16 and r["context"] >= 4096
@@ -167,23 +305,34 @@ def table(rows: list[dict], copy_bw: float) -> str:
         lines.append(
             f"| {r['batch']} | {r['context']} | {r['kv_mib']:.0f} | {r['triton_us']:.1f} | "
             f"{r['triton_gbps']:.0f} | {r['pct_of_copy']:.1f}{mark} | {r['sdpa_us']:.1f} | "
-            f"{r['sdpa_pct_of_copy']:.1f} | {r['ratio_vs_sdpa']:.2f} |"
+            f"{r['sdpa_pct_of_copy']:.1f} | {r['ratio_vs_sdpa']:.2f} | {r['split_us']:.1f} | "
+            f"{r['num_splits']} | {r['split_pct_of_copy']:.1f} | {r['split_ratio_vs_sdpa']:.2f} | "
+            f"{r['split_ratio_vs_triton']:.2f}{split_goal(r)} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", action="store_true", help="also time kernel configs")
+    parser.add_argument("--sweep", action="store_true", help="also time 02-04 kernel configs")
+    parser.add_argument("--sweep-splits", action="store_true",
+                        help="also time 04-05 split counts and stage-1 configs")
+    parser.add_argument("--graphs", action="store_true",
+                        help="time CUDA graph replays (GPU time), not eager calls")
     parser.add_argument("--out", type=Path, help="folder for table.md and results.json")
     opts = parser.parse_args()
+    global GRAPHS
+    GRAPHS = opts.graphs
     if not torch.cuda.is_available():
         sys.exit("this benchmark needs a CUDA GPU")
     copy_bw = copy_bandwidth()
     print(f"copy bandwidth: {copy_bw / 1e9:.0f} GB/s", flush=True)
-    results: dict = {"copy_gbps": copy_bw / 1e9, "device": torch.cuda.get_device_name()}
+    results: dict = {"copy_gbps": copy_bw / 1e9, "device": torch.cuda.get_device_name(),
+                     "timing": "CUDA graph replay" if GRAPHS else "eager calls"}
     if opts.sweep:
         results["sweep"] = sweep(copy_bw)
+    if opts.sweep_splits:
+        results["sweep_splits"] = sweep_splits(copy_bw)
     results["rows"] = []
     for b, c in itertools.product(BATCHES, CONTEXTS):
         results["rows"].append(measure(b, c, copy_bw))
