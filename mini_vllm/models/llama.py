@@ -110,16 +110,22 @@ class LlamaMLP:
         self.down_proj = np.zeros((intermediate_size, hidden_size), dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        gate_up = x @ self.gate_up_proj
-        gate, up = gate_up[:, :self.intermediate_size], gate_up[:, self.intermediate_size:]
-        # silu(g) = g * sigmoid(g), sigmoid(g) = (1 + tanh(g / 2)) / 2: no exp to overflow.
-        act = np.multiply(gate, 0.5)
-        np.tanh(act, out=act)
-        act += 1.0
-        act *= 0.5
-        act *= gate
-        act *= up
-        return act @ self.down_proj
+        return silu_and_mul(x @ self.gate_up_proj) @ self.down_proj
+
+
+def silu_and_mul(gate_up: np.ndarray) -> np.ndarray:
+    """``silu(gate) * up`` for a fused ``[gate | up]`` row block (upstream's ``SiluAndMul``,
+    ``layers/activation.py``)."""
+    half = gate_up.shape[-1] // 2
+    gate, up = gate_up[..., :half], gate_up[..., half:]
+    # silu(g) = g * sigmoid(g), sigmoid(g) = (1 + tanh(g / 2)) / 2: no exp to overflow.
+    act = np.multiply(gate, 0.5)
+    np.tanh(act, out=act)
+    act += 1.0
+    act *= 0.5
+    act *= gate
+    act *= up
+    return act
 
 
 class LlamaAttention:

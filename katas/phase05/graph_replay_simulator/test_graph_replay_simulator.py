@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mini_vllm import LLMEngine, SamplingParams
+from mini_vllm.models.llama import silu_and_mul
 from pytest_vllm_katas import assert_same_outputs, expect_raises
 
 pytestmark = pytest.mark.cpu_ok
@@ -269,20 +270,9 @@ def test_an_empty_op_list_is_refused(impl) -> None:
 
 def mlp_ops(mlp) -> list:  # type: ignore[no-untyped-def]
     """A LlamaMLP as three kernels, with mini_vllm's own arithmetic (so bit for bit the same)."""
-    inter = mlp.intermediate_size
 
     def gate_up_proj(x: np.ndarray) -> np.ndarray:
         return x @ mlp.gate_up_proj
-
-    def silu_and_mul(gate_up: np.ndarray) -> np.ndarray:
-        gate, up = gate_up[:, :inter], gate_up[:, inter:]
-        act = np.multiply(gate, 0.5)
-        np.tanh(act, out=act)
-        act += 1.0
-        act *= 0.5
-        act *= gate
-        act *= up
-        return act
 
     def down_proj(act: np.ndarray) -> np.ndarray:
         return act @ mlp.down_proj
