@@ -1,0 +1,119 @@
+"""Kata 08-03 — rejection sampling: speculation that samples exactly from the target.
+
+Fill in the bodies; grade them with ``pytest --impl=mine katas/phase08/rejection_sampling``.
+
+``p`` is the target model's next-token distribution, ``q`` the drafter's, both 1-D probability
+vectors over the same vocabulary (lists or numpy arrays; already through temperature / top-p).
+A generator is a ``numpy.random.Generator``; draw every random number from the one you are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def accept_prob(p_x: float, q_x: float) -> float:
+    """The probability of keeping a drafted token ``x``, given ``p_x = p[x]`` and ``q_x = q[x]``.
+
+    A probability in [0, 1]: 1 whenever the target gives ``x`` at least as much mass as the
+    drafter did; below that, exactly the fraction that makes the kept drafts never over-serve
+    ``x``. Example: ``p_x = 0.15``, ``q_x = 0.25`` → 0.6.
+
+    Raises ``ValueError`` naming ``q_x`` when ``q_x <= 0`` (a drafter never proposes a token it
+    gives probability 0) and naming ``p_x`` when ``p_x < 0``.
+    """
+    raise NotImplementedError("accept_prob: the probability of keeping a drafted token")
+
+
+def residual_distribution(p: Sequence[float] | np.ndarray,
+                          q: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The distribution a rejected draft is resampled from (a float64 array like ``p``).
+
+    Together with :func:`accept_prob` it must make the output exactly ``p``: it puts mass only
+    on tokens the target likes more than the drafter, in proportion to how much more, and sums
+    to 1. For ``p = [0.5, 0.3, 0.15, 0.05]`` and uniform ``q``: ``[5/6, 1/6, 0, 0]``.
+
+    When ``p == q`` nothing is ever rejected and there is no surplus to share: the result must
+    still be a distribution (no NaN); return ``p`` itself.
+
+    Raises ``ValueError`` naming ``p`` and ``q`` when they differ in length, and naming the
+    offender when either is not a distribution (negative entry, or a sum off 1 by more than 1e-6).
+    """
+    raise NotImplementedError("residual_distribution: where a rejected draft resamples from")
+
+
+def expected_acceptance_rate(p: Sequence[float] | np.ndarray,
+                             q: Sequence[float] | np.ndarray) -> float:
+    """The probability that a draft ``x ~ q`` is kept: the overlap of ``p`` and ``q``.
+
+    1.0 when ``q == p``, 0.0 when no token is likely under both; 0.70 for the lab's pair
+    (``p = [0.5, 0.3, 0.15, 0.05]``, uniform ``q``). It is the α of kata 08-04. Same
+    ``ValueError`` s as :func:`residual_distribution`.
+    """
+    raise NotImplementedError("expected_acceptance_rate: how often a draft is kept")
+
+
+def speculative_token(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray,
+                      rng: np.random.Generator) -> tuple[int, bool]:
+    """One speculative step: draw a draft from ``q``, verify it, return ``(token, accepted)``.
+
+    ``accepted`` is True when the draft itself is the output, False when it was rejected and
+    the token came from the residual. Over many calls ``token`` is distributed exactly as ``p``
+    whatever ``q`` is, and ``accepted`` is True with probability
+    :func:`expected_acceptance_rate`.
+    """
+    raise NotImplementedError("speculative_token: one draft, verified")
+
+
+def speculative_tokens(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray,
+                       rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` independent speculative steps at once: ``(tokens, accepted)``.
+
+    ``tokens`` is an integer array of length ``n``, ``accepted`` a boolean array of length
+    ``n``; entry ``i`` is what :func:`speculative_token` would return for one step. The tests
+    draw 200 000 steps in one call, so vectorize with numpy (a Python loop over
+    :func:`speculative_token` is far too slow). Raises ``ValueError`` when ``n < 0``.
+    """
+    raise NotImplementedError("speculative_tokens: n verified drafts, vectorized")
+
+
+def speculative_sequence(
+    target: Callable[[tuple[int, ...]], np.ndarray],
+    draft: Callable[[tuple[int, ...]], np.ndarray],
+    prefix: Sequence[int],
+    k: int,
+    rng: np.random.Generator,
+) -> tuple[list[int], int]:
+    """One speculative cycle of ``k`` drafted tokens after ``prefix``.
+
+    ``target(ctx)`` and ``draft(ctx)`` give each model's next-token distribution after the
+    token tuple ``ctx``. The drafter proposes ``k`` tokens one after the other, each after the
+    ones before it; the target verifies them in order. Returns ``(emitted, accepted)``:
+    ``accepted`` (0..k) drafts were kept, and ``emitted`` is those drafts plus exactly one more
+    token, so ``len(emitted) == accepted + 1``: the correction at the first rejected position,
+    or, when all ``k`` were kept, a bonus token from the target after all of them.
+
+    The lossless claim, one level up: tokens generated by repeated cycles are distributed
+    exactly as tokens sampled from ``target`` one at a time. ``k = 0`` is one ordinary draw from
+    ``target(prefix)``. Raises ``ValueError`` naming ``k`` when ``k < 0``.
+
+    In a real engine one target forward pass over ``prefix + drafts`` yields all ``k + 1``
+    target distributions at once; here call ``target`` once per prefix you need.
+    """
+    raise NotImplementedError("speculative_sequence: k chained drafts, verified in order")
+
+
+def acceptance_at_temperature(target_logits: Sequence[float] | np.ndarray,
+                              draft_logits: Sequence[float] | np.ndarray,
+                              temperature: float) -> float:
+    """The acceptance rate of a drafter when both models sample at ``temperature``.
+
+    Both logit vectors (1-D, same length) become distributions by a softmax at that temperature;
+    return their overlap. ``temperature == 0`` is greedy decoding: both distributions are
+    one-hot on their argmax (lowest id on a tie), so the answer is 1.0 when the argmaxes agree
+    and 0.0 otherwise. Raises ``ValueError`` naming ``temperature`` when it is negative, and
+    naming both logit arguments when their shapes differ.
+    """
+    raise NotImplementedError("acceptance_at_temperature: overlap of two tempered softmaxes")
