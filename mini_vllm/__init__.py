@@ -18,7 +18,7 @@ from mini_vllm.block_pool import (
     KVCacheBlock,
     hash_block_tokens,
 )
-from mini_vllm.config import ControlPlanePolicy
+from mini_vllm.config import ControlPlanePolicy, SpeculativeConfig
 from mini_vllm.engine import LLMEngine, RequestOutput, engine_step
 from mini_vllm.kv_cache import KVCacheManager
 from mini_vllm.model import ToyModel
@@ -59,6 +59,7 @@ __all__ = [
     "Scheduler",
     "SchedulerContractError",
     "SchedulerOutput",
+    "SpeculativeConfig",
     "ToyModel",
     "apply_top_k",
     "apply_top_p",

@@ -80,3 +80,66 @@ def get_policy(policy: str | ControlPlanePolicy) -> ControlPlanePolicy:
     raise ValueError(
         f"policy must be one of {sorted(PRESETS)} or a ControlPlanePolicy, got {policy!r}"
     )
+
+
+# -- speculative decoding (phase 08) ---------------------------------------------------------
+
+_SPEC_METHODS = ("ngram", "draft_model")
+
+
+@dataclass
+class SpeculativeConfig:
+    """Speculative decoding, opt-in: ``LLMEngine(speculative_config=SpeculativeConfig(...))``.
+
+    Upstream twin: ``vllm/config/speculative.py: SpeculativeConfig`` (a subset of its fields).
+
+    ``method``: ``"ngram"`` (prompt lookup, no model: ``mini_vllm.spec_decode.NgramProposer``)
+    or ``"draft_model"`` (a small model proposes greedily: ``DraftModelProposer``).
+    ``num_speculative_tokens``: k, the most drafts one verify step checks (>= 1).
+    ``prompt_lookup_min`` / ``prompt_lookup_max``: the n-gram sizes tried (ngram only). As
+    upstream, when one is left ``None`` it takes the other's value, and both ``None`` means 5.
+    ``draft_model``: the drafting network (``"draft_model"`` only): a model with the real
+    models' interface (``forward(input_ids, positions, kv_caches, metadata)`` +
+    ``compute_logits``), e.g. another tiny Llama. ``None``: the target model itself, cut to
+    ``draft_num_layers`` layers (its first layers, final norm and LM head).
+    ``draft_num_layers``: keep only this many leading layers of the draft model (``None``: all).
+    ``proposer``: inject any callable ``propose(token_ids) -> list[int]`` instead of the built-in
+    proposer for ``method`` (kata 08-01 plugs the learner's n-gram function in here). It gets a
+    request's verified tokens (prompt + outputs) and may return up to k ids; more are cut to k.
+
+    Bad values raise ``ValueError`` here, before any engine is built.
+    """
+
+    method: str = "ngram"
+    num_speculative_tokens: int = 3
+    prompt_lookup_min: int | None = None
+    prompt_lookup_max: int | None = None
+    draft_model: object | None = None
+    draft_num_layers: int | None = None
+    proposer: object | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in _SPEC_METHODS:
+            raise ValueError(f"method must be one of {_SPEC_METHODS}, got {self.method!r}")
+        k = self.num_speculative_tokens
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"num_speculative_tokens must be an int >= 1, got {k!r}")
+        lo, hi = self.prompt_lookup_min, self.prompt_lookup_max
+        if lo is None and hi is None:
+            lo = hi = 5
+        elif lo is None:
+            lo = hi
+        elif hi is None:
+            hi = lo
+        for name, value in (("prompt_lookup_min", lo), ("prompt_lookup_max", hi)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if lo > hi:
+            raise ValueError(f"prompt_lookup_min={lo} must be <= prompt_lookup_max={hi}")
+        self.prompt_lookup_min, self.prompt_lookup_max = lo, hi
+        n = self.draft_num_layers
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"draft_num_layers must be an int >= 1 or None, got {n!r}")
+        if self.proposer is not None and not callable(self.proposer):
+            raise ValueError(f"proposer must be a callable propose(token_ids) -> list[int], "
+                             f"got {self.proposer!r}")

@@ -53,6 +53,19 @@ engine:
   request is finished (and sets its status); the default is ``Request.maybe_finish`` (kata
   01-05's ``check_stop``; upstream ``vllm/v1/core/sched/utils.py: check_stop``).
 
+Speculative decoding, opt-in (phase 08): ``speculative_config=SpeculativeConfig(...)``
+(``mini_vllm/config.py``; default ``None``, and then nothing below happens). Each step then runs
+:meth:`LLMEngine._spec_step` instead of :func:`engine_step`: schedule (a request's drafts ride in
+``num_tokens_with_spec``, their KV slots reserved as lookahead) -> one forward that verifies
+every draft (``ModelRunner.execute_model_spec``: k + 1 logits rows per request) -> the
+:class:`~mini_vllm.spec_decode.RejectionSampler` keeps the accepted prefix + one token (a
+request with no drafts samples with ``sampler`` as usual) -> ``update_from_spec_output`` appends
+them and rolls back the rejected drafts' ``num_computed_tokens`` -> the proposer drafts up to k
+tokens for every running request whose prefill is done (never more than ``max_tokens`` leaves
+room for). Greedy output is token-identical to the engine without it; with temperature, each
+token has the target's distribution. ``spec_decoding_stats`` counts drafts and acceptances;
+``model_runner.num_steps`` counts target forwards. ``step_fn`` cannot be combined with it.
+
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
 in-flight request keeps being served; ``generate`` vets all of its prompts before queuing any.
 A scheduler whose output the engine cannot execute raises ``SchedulerContractError`` from
@@ -65,8 +78,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from mini_vllm.attention import AttentionBackend
-from mini_vllm.config import ControlPlanePolicy, get_policy
+from mini_vllm.config import ControlPlanePolicy, SpeculativeConfig, get_policy
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
 from mini_vllm.model_runner import ModelRunner
@@ -79,6 +94,13 @@ from mini_vllm.request import (
 )
 from mini_vllm.sampler import Sampler
 from mini_vllm.scheduler import Scheduler, check_scheduler_output
+from mini_vllm.spec_decode import (
+    DraftModelProposer,
+    NgramProposer,
+    RejectionSampler,
+    SpecDecodingStats,
+    truncated_model,
+)
 from mini_vllm.tokenizer import ByteTokenizer
 
 _PROMPT_FORMS = "a non-empty str or a non-empty sequence of int token ids"
@@ -165,6 +187,7 @@ class LLMEngine:
         policy: str | ControlPlanePolicy = "course",
         attn_backend: AttentionBackend | None = None,
         cudagraph_capture_sizes: Sequence[int] | None = None,
+        speculative_config: SpeculativeConfig | None = None,
     ) -> None:
         self.policy = get_policy(policy)
         self.num_blocks = num_blocks
@@ -207,6 +230,36 @@ class LLMEngine:
         # and calls forward(last_tokens, positions). The stock step goes through the runner.
         self._step_fn = step_fn
         self.num_steps = 0
+        self.speculative_config = speculative_config
+        self.spec_decoding_stats: SpecDecodingStats | None = None
+        if speculative_config is not None:
+            self._init_spec_decode(speculative_config, seed)
+
+    def _init_spec_decode(self, config: SpeculativeConfig, seed: int) -> None:
+        if not isinstance(config, SpeculativeConfig):
+            raise ValueError(f"speculative_config must be a SpeculativeConfig or None, "
+                             f"got {config!r}")
+        if self._step_fn is not None:
+            raise ValueError("speculative_config runs its own step; it cannot be combined with "
+                             "step_fn")
+        k = config.num_speculative_tokens
+        if config.proposer is not None:
+            self.proposer = config.proposer
+        elif config.method == "ngram":
+            self.proposer = NgramProposer(config.prompt_lookup_min, config.prompt_lookup_max, k,
+                                          self.max_model_len)
+        else:
+            draft = config.draft_model if config.draft_model is not None else self.model
+            if not hasattr(draft, "compute_logits"):
+                raise ValueError("method 'draft_model' needs a real draft model (or a real "
+                                 "target model to truncate), not the toy model")
+            if config.draft_num_layers is not None:
+                draft = truncated_model(draft, config.draft_num_layers)
+            self.proposer = DraftModelProposer(draft, k, block_size=self.block_size,
+                                               max_model_len=self.max_model_len)
+        self.rejection_sampler = RejectionSampler()
+        self.spec_decoding_stats = SpecDecodingStats(num_spec_tokens=k)
+        self._spec_rng = np.random.default_rng(seed)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -283,12 +336,62 @@ class LLMEngine:
     # -- the loop -------------------------------------------------------------------------------
 
     def step(self) -> list[Request]:
-        if self._step_fn is None:
+        if self.speculative_config is not None:
+            finished = self._spec_step()
+        elif self._step_fn is None:
             finished = engine_step(self.scheduler, self.model_runner, self.sampler)
         else:
             finished = self._step_fn(self.scheduler, self.model, self.sampler)
         self.num_steps += 1
         return finished
+
+    def _spec_step(self) -> list[Request]:
+        """One speculative iteration: schedule -> verify -> rejection-sample -> update ->
+        propose (see the module docstring)."""
+        scheduler = self.scheduler
+        output = scheduler.schedule()
+        check_scheduler_output(output, scheduler.running)
+        if not output.scheduled_requests:
+            return []
+        logits_per_request = self.model_runner.execute_model_spec(output)
+        stats = self.spec_decoding_stats
+        sampled: dict[str, list[int]] = {}
+        for request, logits in zip(output.scheduled_requests, logits_per_request, strict=True):
+            drafts = request.spec_token_ids
+            n = output.num_scheduled_tokens[request.request_id]
+            if request.num_computed_tokens + n - len(drafts) != request.num_tokens:
+                continue  # a prefill chunk that does not reach the end: no token yet
+            params = request.sampling_params
+            if not drafts:
+                sampled[request.request_id] = [self.sampler.sample(logits[-1], params)]
+                continue
+            rng = (self._spec_rng if params.seed is None
+                   else np.random.default_rng([params.seed, request.num_tokens]))
+            tokens = self.rejection_sampler(drafts, logits, params, rng=rng)
+            stats.observe_draft(len(drafts), len(tokens) - 1)
+            sampled[request.request_id] = tokens
+        finished = scheduler.update_from_spec_output(output, sampled)
+        for request in scheduler.running:
+            if request.num_computed_tokens == request.num_tokens - 1 and not (
+                    request.spec_token_ids):
+                request.spec_token_ids = self._propose(request)
+        return finished
+
+    def _propose(self, request: Request) -> list[int]:
+        """Drafts for ``request``'s next step: at most k, and never more than its remaining
+        ``max_tokens`` can use (the verify emits one token more than it accepts)."""
+        k = min(self.speculative_config.num_speculative_tokens,
+                request.sampling_params.max_tokens - request.num_output_tokens - 1)
+        if k <= 0:
+            return []
+        drafts = list(self.proposer(list(request.all_token_ids)))[:k]
+        for i, token in enumerate(drafts):
+            if not isinstance(token, (int, np.integer)) or isinstance(token, bool) or not (
+                    0 <= token < self.vocab_size):
+                raise ValueError(f"the proposer returned draft[{i}]={token!r} for request "
+                                 f"{request.request_id!r}: drafts must be int token ids in "
+                                 f"[0, {self.vocab_size})")
+        return [int(t) for t in drafts]
 
     def generate(
         self,

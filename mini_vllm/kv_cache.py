@@ -210,6 +210,24 @@ class KVCacheManager:
         """
         return self.block_pool.reset_prefix_cache()
 
+    def allocate_lookahead(self, request: Request, num_tokens: int) -> bool:
+        """Grow ``request``'s table to cover ``num_tokens`` slots — its verified tokens plus
+        this step's speculative drafts — or return ``False`` with nothing taken.
+
+        Upstream passes ``num_lookahead_tokens`` to ``allocate_slots``; here it is a separate
+        call so that ``allocate_slots`` keeps the course's signature (a learner's KV manager
+        implements it). The new blocks hold no verified token yet, so nothing hashes them until
+        verified tokens fill them, and ``free`` returns them with the rest.
+        """
+        table = self.req_to_blocks[request.request_id]
+        missing = cdiv(num_tokens, self.block_size) - len(table)
+        if missing <= 0:
+            return True
+        if missing > self.block_pool.get_num_free_blocks():
+            return False
+        table.extend(self.block_pool.get_new_blocks(missing))
+        return True
+
     def free(self, request: Request) -> None:
         """Release a request's blocks tail first.
 

@@ -27,6 +27,13 @@ block pool that hands one block to two requests, or a block freed and reused whi
 still reads it, all raise :class:`KVCacheError` naming the step, the request and the slot — never
 a silently different token, not even with the toy model that ignores K/V.
 
+Speculative decoding (``execute_model_spec``): a request's pending drafts
+(``request.spec_token_ids``) are scheduled as ordinary rows after its last sampled token, so one
+forward verifies all k (the k + 1 rows attend causally, like a short prefill chunk); their K/V and
+fingerprints are written like any token's, and logits are computed for those k + 1 rows. A
+rejected draft's slot is rewritten when the correction token lands at its position, and no one
+reads past ``num_computed_tokens`` before that, so the fingerprint check holds unchanged.
+
 Decode-batch padding (``cudagraph_capture_sizes``, off by default), as upstream's runner pads a
 batch up to the size of a captured CUDA graph: in a step where every request computes one token,
 a real model runs on the batch padded with dummy rows up to the smallest capture size that holds
@@ -137,7 +144,7 @@ class ModelRunner:
         input_ids = np.empty(num_tokens, dtype=np.int64)
         for request, start, stop in zip(requests, starts[:-1], starts[1:], strict=True):
             first = request.num_computed_tokens
-            input_ids[start:stop] = request.all_token_ids[first : first + (stop - start)]
+            input_ids[start:stop] = _token_ids(request)[first : first + (stop - start)]
         slot_mapping = (block_table[row_of_token, positions // self.block_size] * self.block_size
                         + positions % self.block_size)
         metadata = AttentionMetadata(
@@ -210,7 +217,7 @@ class ModelRunner:
         ctx_slots = (meta.block_table[row, pos // self.block_size] * self.block_size
                      + pos % self.block_size)
         expected = np.concatenate([
-            np.asarray(r.all_token_ids[: int(n)], dtype=np.int64)
+            np.asarray(_token_ids(r)[: int(n)], dtype=np.int64)
             for r, n in zip(inputs.requests, seq_lens, strict=True)
         ]) if len(seq_lens) else np.empty(0, np.int64)
         ok = (self.slot_token_ids[ctx_slots] == expected) & (self.slot_positions[ctx_slots] == pos)
@@ -240,16 +247,30 @@ class ModelRunner:
     def execute_model(self, output: SchedulerOutput) -> np.ndarray:
         """Run the model on a non-empty plan; logits row ``i`` is scheduled request ``i``'s."""
         inputs = self.prepare_inputs(output)
+        return self._run(inputs, inputs.logits_indices)
+
+    def execute_model_spec(self, output: SchedulerOutput) -> list[np.ndarray]:
+        """Speculative decoding's forward: per scheduled request, the logits of its last
+        ``1 + len(spec_token_ids)`` rows (``[k + 1, vocab]``: row ``i`` scores the token after
+        draft ``i - 1``); one row for a request without drafts."""
+        inputs = self.prepare_inputs(output)
+        counts = np.array([1 + len(r.spec_token_ids) for r in inputs.requests], dtype=np.int64)
+        ends = inputs.logits_indices + 1
+        rows = np.concatenate([np.arange(e - c, e) for e, c in zip(ends, counts, strict=True)])
+        logits = self._run(inputs, rows)
+        return np.split(np.asarray(logits), np.cumsum(counts)[:-1])
+
+    def _run(self, inputs: ModelInputs, rows: np.ndarray) -> np.ndarray:
+        """Check and record the fingerprints, run the model, return the logits of ``rows``."""
         self._write_and_check_fingerprints(inputs)
-        last = inputs.logits_indices
         if is_real_model(self.model):
             input_ids, positions, metadata = self._pad_decode_batch(inputs)
             with set_forward_context(self.attn_backend):
                 hidden = self.model.forward(input_ids, positions, self.kv_caches, metadata)
-            logits = self.model.compute_logits(hidden[last])  # padded rows are never read
+            logits = self.model.compute_logits(hidden[rows])  # padded rows are never read
         else:
-            logits = self.model.forward(inputs.input_ids[last].tolist(),
-                                        inputs.positions[last].tolist())
+            logits = self.model.forward(inputs.input_ids[rows].tolist(),
+                                        inputs.positions[rows].tolist())
         self.num_steps += 1
         return logits
 
@@ -283,6 +304,13 @@ class ModelRunner:
         )
         return (np.concatenate([inputs.input_ids, zeros]),
                 np.concatenate([inputs.positions, zeros]), padded)
+
+
+def _token_ids(request: Request) -> list[int]:
+    """The request's tokens as this step computes them: verified ones, then any drafts."""
+    if request.spec_token_ids:
+        return request.all_token_ids + request.spec_token_ids
+    return request.all_token_ids
 
 
 def _check_capture_sizes(sizes: Sequence[int] | None, model: Any) -> tuple[int, ...] | None:

@@ -212,6 +212,10 @@ class Request:
         self.status: RequestStatus = RequestStatus.WAITING
         self.num_computed_tokens: int = 0
         self.num_preemptions: int = 0
+        #: Draft tokens proposed for the next verify step (speculative decoding only; upstream's
+        #: ``spec_token_ids``). Never part of ``num_tokens`` or ``all_token_ids``: they are
+        #: guesses, and the KV manager hashes only verified tokens. Empty otherwise.
+        self.spec_token_ids: list[int] = []
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -224,6 +228,11 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_tokens_with_spec(self) -> int:
+        """``num_tokens`` plus the pending drafts: what the scheduler schedules up to."""
+        return len(self.prompt_token_ids) + len(self.output_token_ids) + len(self.spec_token_ids)
 
     @property
     def all_token_ids(self) -> list[int]:

@@ -14,6 +14,15 @@ Per-step invariants (``pytest_vllm_katas.invariants.check_scheduler_step``):
 4. a request samples this step iff ``num_computed_tokens + n == num_tokens``;
 5. preemption frees all KV and resets ``num_computed_tokens`` to 0 (recompute, never swap).
 
+Speculative decoding (``LLMEngine(speculative_config=...)``) rides the same path, as upstream:
+a request's pending drafts (``request.spec_token_ids``) count in ``num_tokens_with_spec``, so the
+usual ``num_tokens_with_spec - num_computed_tokens`` gap schedules the last sampled token plus
+the drafts (a verify step); drafts only ever exist on a request whose prefill is done. Their KV
+slots are reserved as *lookahead* beyond the verified tokens
+(``KVCacheManager.allocate_lookahead``), and ``update_from_spec_output`` keeps the accepted
+prefix and rolls ``num_computed_tokens`` back over the rejected drafts. A request without drafts
+is scheduled exactly as before.
+
 Two options follow vLLM 0.32 instead of the course (``mini_vllm/config.py`` explains both):
 ``scheduler_reserve_full_isl`` and ``lone_request_ignores_long_prefill_threshold``. Both are off
 by default.
@@ -88,17 +97,19 @@ def check_scheduler_output(output: SchedulerOutput, running: Iterable[Request]) 
                 f"for it"
             )
         n = output.num_scheduled_tokens[rid]
+        # Drafts (speculative decoding) may be scheduled too; without any this is num_tokens.
+        limit = getattr(request, "num_tokens_with_spec", request.num_tokens)
         if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
             raise SchedulerContractError(
                 f"the scheduler scheduled n={n!r} tokens for request {rid!r}: a scheduled request "
                 f"needs an int n >= 1 (leave an idle request out of the step instead)"
             )
-        if request.num_computed_tokens + n > request.num_tokens:
+        if request.num_computed_tokens + n > limit:
             raise SchedulerContractError(
                 f"the scheduler scheduled more tokens than the request has: request {rid!r} has "
                 f"num_computed_tokens={request.num_computed_tokens}, n={n} scheduled, "
-                f"num_tokens={request.num_tokens} (at most "
-                f"{request.num_tokens - request.num_computed_tokens} can be scheduled)"
+                f"num_tokens={limit} (at most "
+                f"{limit - request.num_computed_tokens} can be scheduled)"
             )
     unknown = [rid for rid in output.num_scheduled_tokens if rid not in rows]
     if unknown:
@@ -228,16 +239,27 @@ class Scheduler:
         while req_index < len(self.running) and token_budget > 0:
             request = self.running[req_index]
             n = self._clamp_new_tokens(
-                request.num_tokens - request.num_computed_tokens, token_budget, threshold
+                request.num_tokens_with_spec - request.num_computed_tokens, token_budget,
+                threshold
             )
             if n == 0:  # nothing left to compute (cannot happen for a live request; defensive)
                 req_index += 1
                 continue
-            victims = self._allocate_or_preempt(request, n, req_index)
+            # Drafts among the n (speculative decoding; 0 otherwise): the tail past num_tokens.
+            num_drafts = max(request.num_computed_tokens + n - request.num_tokens, 0)
+            victims = self._allocate_or_preempt(request, n - num_drafts, req_index)
             if victims:
                 out.preempted_req_ids.extend(victim.request_id for victim in victims)
                 if any(victim is request for victim in victims):
                     break  # the requester preempted itself; nobody behind it can fit either
+            if request.spec_token_ids:
+                # Schedule only the drafts that fit the budget and whose slots can be reserved.
+                # A draft never preempts anybody: when the pool is short, the request decodes
+                # one token this step (upstream would preempt).
+                if not self.kv.allocate_lookahead(request, request.num_computed_tokens + n):
+                    n -= num_drafts
+                    num_drafts = 0
+                del request.spec_token_ids[num_drafts:]
             out.scheduled_requests.append(request)
             out.num_scheduled_tokens[request.request_id] = n
             token_budget -= n
@@ -298,6 +320,7 @@ class Scheduler:
         """
         self.kv.free(request)
         request.num_computed_tokens = 0
+        request.spec_token_ids = []  # re-prefilled from scratch: drafts come after that
         request.num_preemptions += 1
         request.status = RequestStatus.PREEMPTED
         self.waiting.appendleft(request)
@@ -331,6 +354,51 @@ class Scheduler:
                            else self.check_stop(request))
                 if stopped:
                     finished.append(request)
+        for request in finished:
+            self.running.remove(request)
+            self.kv.free(request)
+        return finished
+
+    def update_from_spec_output(self, output: SchedulerOutput,
+                                sampled: dict[str, list[int]]) -> list[Request]:
+        """``update_from_output`` for a speculative step: ``sampled[rid]`` is the rejection
+        sampler's list (accepted drafts + one token) for each request that reached its last
+        token, drafts included.
+
+        The drafts scheduled for a request are its ``spec_token_ids`` (trimmed by ``schedule``);
+        those rejected are un-computed (``num_computed_tokens`` rolled back; their slots are
+        simply overwritten later, their blocks stay allocated, as upstream). Tokens are appended
+        one by one with the stop check after each, so nothing past an EOS or ``max_tokens`` is
+        kept. Drafts are cleared: the engine proposes fresh ones after this.
+        """
+        finished: list[Request] = []
+        for request in output.scheduled_requests:
+            rid = request.request_id
+            n = output.num_scheduled_tokens[rid]
+            num_drafts = len(request.spec_token_ids)
+            wants_tokens = request.num_computed_tokens + n - num_drafts == request.num_tokens
+            tokens = sampled.get(rid)
+            if wants_tokens != (tokens is not None) or (
+                    tokens is not None and not 1 <= len(tokens) <= num_drafts + 1):
+                raise ValueError(
+                    f"{rid}: expected {'1..' + str(num_drafts + 1) if wants_tokens else 'no'} "
+                    f"sampled tokens, got {tokens!r}"
+                )
+            request.num_computed_tokens += n
+            request.spec_token_ids = []
+            if tokens is None:
+                continue
+            request.num_computed_tokens -= num_drafts + 1 - len(tokens)  # the rejected drafts
+            for token in tokens:
+                request.append_output_token(token)
+                stopped = (request.maybe_finish() if self.check_stop is None
+                           else self.check_stop(request))
+                if stopped:
+                    finished.append(request)
+                    break
+            # Tokens dropped after a stop were never anyone's context: un-compute them too.
+            request.num_computed_tokens = min(request.num_computed_tokens,
+                                              request.num_tokens - 1)
         for request in finished:
             self.running.remove(request)
             self.kv.free(request)
