@@ -69,6 +69,11 @@ class EngineConfig:
     # In-process engine core: ~7 s start instead of ~28 s and direct access to the scheduler,
     # but no OMP thread binding, so decode is 2-3x slower. Use False to measure tok/s.
     inprocess: bool = True
+    # None: the checkpoint's own dtype (the tiny Llama runs bfloat16); "float32" to match numpy.
+    dtype: str | None = None
+    # vLLM's speculative_config dict, frozen as sorted (key, value) pairs so configs stay
+    # hashable: EngineConfig(speculative_config=(("method", "ngram"), ...)). None: no drafts.
+    speculative_config: tuple[tuple[str, Any], ...] | None = None
 
     def llm_kwargs(self, model_path: Path) -> dict[str, Any]:
         kw: dict[str, Any] = dict(
@@ -82,6 +87,10 @@ class EngineConfig:
         )
         if self.block_size is not None:
             kw["block_size"] = self.block_size
+        if self.dtype is not None:
+            kw["dtype"] = self.dtype
+        if self.speculative_config is not None:
+            kw["speculative_config"] = dict(self.speculative_config)
         return kw
 
 
