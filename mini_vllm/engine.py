@@ -30,7 +30,9 @@ engine:
   max_num_batched_tokens=..., long_prefill_token_threshold=...)``; subclass ``Scheduler`` and
   override ``schedule`` to drive the engine with a learner's scheduling step.
 * ``sampler``: an object with ``sample(logits, params) -> int``, or a bare function with that
-  signature (kata 00-03's ``sample``).
+  signature (kata 00-03's ``sample``). A ``sample`` that also accepts a ``request`` keyword gets
+  the request too (the stock ``Sampler`` does: penalties, bad words and min_tokens need its
+  tokens); see :func:`sample_request`.
 * ``model``: the network. Default ``ToyModel(seed)``, or anything with the toy's
   ``forward(last_tokens, positions) -> logits``; or a real model over the paged KV cache
   (``mini_vllm.models``: ``forward(input_ids, positions, kv_caches, attn_metadata)`` +
@@ -66,6 +68,15 @@ room for). Greedy output is token-identical to the engine without it; with tempe
 token has the target's distribution. ``spec_decoding_stats`` counts drafts and acceptances;
 ``model_runner.num_steps`` counts target forwards. ``step_fn`` cannot be combined with it.
 
+Parallel sampling (phase 09): ``SamplingParams(n=4)`` makes ``add_request`` queue four child
+requests (``mini_vllm/parallel_sampling.py``: ids ``"0_<id>"`` .. ``"3_<id>"``, a seeded parent
+seeds child i with ``seed + i``) and return the parent's id; ``parent_requests[id]`` lists the
+children. They are ordinary requests to the scheduler: the first one admitted prefills the
+prompt, the others hit its full blocks through prefix caching. ``generate`` returns a
+:class:`~mini_vllm.parallel_sampling.ParallelRequestOutput` (``outputs``: the n children's
+``RequestOutput`` s, in index order) for such a prompt, and the flat ``RequestOutput`` as before
+for ``n == 1``.
+
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
 in-flight request keeps being served; ``generate`` vets all of its prompts before queuing any.
 A scheduler whose output the engine cannot execute raises ``SchedulerContractError`` from
@@ -74,6 +85,7 @@ A scheduler whose output the engine cannot execute raises ``SchedulerContractErr
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,12 +97,14 @@ from mini_vllm.config import ControlPlanePolicy, SpeculativeConfig, get_policy
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
 from mini_vllm.model_runner import ModelRunner
+from mini_vllm.parallel_sampling import ParallelRequestOutput, ParentRequest
 from mini_vllm.request import (
     Request,
     RequestStatus,
     SamplingParams,
     check_prompt_token_ids,
     check_sampling_params,
+    next_request_id,
 )
 from mini_vllm.sampler import Sampler
 from mini_vllm.scheduler import Scheduler, check_scheduler_output
@@ -134,6 +148,26 @@ class _FunctionSampler:
         return int(self._fn(logits, params))
 
 
+def _takes_request(sampler: Any) -> bool:
+    """Whether ``sampler.sample`` accepts a ``request`` keyword (or ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(sampler.sample).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return any(p.name == "request" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def sample_request(sampler: Any, logits: Any, request: Request) -> int:
+    """``sampler.sample(logits, params)``, plus ``request=request`` when the sampler takes it.
+
+    The phase 09 knobs (penalties, bad words, min_tokens) read the request's tokens; a sampler
+    with the original 2-argument ``sample`` (kata 00-03's, a spy) is called exactly as before.
+    """
+    if _takes_request(sampler):
+        return sampler.sample(logits, request.sampling_params, request=request)
+    return sampler.sample(logits, request.sampling_params)
+
+
 def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
     """One engine iteration: schedule -> execute -> sample -> update. Returns finished requests.
 
@@ -160,7 +194,7 @@ def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
     for row, request in enumerate(output.scheduled_requests):
         n = output.num_scheduled_tokens[request.request_id]
         if Scheduler.needs_sample(request, n):
-            sampled[request.request_id] = sampler.sample(logits[row], request.sampling_params)
+            sampled[request.request_id] = sample_request(sampler, logits[row], request)
     return scheduler.update_from_output(output, sampled)
 
 
@@ -230,6 +264,9 @@ class LLMEngine:
         # and calls forward(last_tokens, positions). The stock step goes through the runner.
         self._step_fn = step_fn
         self.num_steps = 0
+        #: Parents of ``n > 1`` requests by id (see :meth:`add_request`); ``generate`` drops the
+        #: ones it gathered.
+        self.parent_requests: dict[str, ParentRequest] = {}
         self.speculative_config = speculative_config
         self.spec_decoding_stats: SpecDecodingStats | None = None
         if speculative_config is not None:
@@ -275,8 +312,14 @@ class LLMEngine:
         By default the id is drawn for you (``'req-<n>'``, process-global). An explicit
         ``request_id`` (upstream makes the caller pass one) must not belong to an unfinished
         request. Any refusal is a ``ValueError`` raised before anything is queued.
+
+        With ``sampling_params.n > 1`` the returned id is the parent's: ``n`` child requests are
+        queued in index order (``parent_requests[id].child_request_ids``), and ``step`` returns
+        the children as they finish.
         """
         token_ids, params = self._vet(prompt, sampling_params)
+        if params.n > 1:
+            return self._add_parent_request(token_ids, params, request_id)
         # Request re-checks what it is given (it is also built directly, by katas and benchmarks);
         # on vetted input that is one cheap pass over the prompt.
         request = Request(
@@ -286,6 +329,32 @@ class LLMEngine:
         self.scheduler.add_request(request)  # refuses an id that is still in flight
         return request.request_id
 
+    def _add_parent_request(self, token_ids: list[int], params: SamplingParams,
+                            request_id: str | None) -> str:
+        if request_id is not None and (not isinstance(request_id, str) or not request_id):
+            raise ValueError(f"request_id must be a non-empty str or None, got {request_id!r}")
+        parent_id = request_id if request_id is not None else next_request_id()
+        if parent_id in self.parent_requests:
+            raise ValueError(f"request_id must be unique among unfinished requests, got "
+                             f"{parent_id!r} (a parallel-sampling request still has it)")
+        parent = ParentRequest(parent_id, params)
+        children = [
+            Request(token_ids, child_params, request_id=child_id,
+                    eos_token_id=self.tokenizer.eos_token_id, vocab_size=self.vocab_size)
+            for child_id, child_params in (parent.get_child_info(i) for i in range(parent.n))
+        ]
+        added: list[Request] = []
+        try:
+            for child in children:
+                self.scheduler.add_request(child)
+                added.append(child)
+        except Exception:
+            for child in added:  # all or nothing
+                self.scheduler.abort_request(child.request_id)
+            raise
+        self.parent_requests[parent_id] = parent
+        return parent_id
+
     def _vet(self, prompt: object, sampling_params: object) -> tuple[list[int], SamplingParams]:
         """Every check a new request must pass that needs no id, with no side effect.
 
@@ -293,6 +362,13 @@ class LLMEngine:
         whole batch before queuing any of it.
         """
         params = check_sampling_params(sampling_params)
+        if self.speculative_config is not None and params.logits_processing_knobs():
+            # The rejection sampler verifies drafts against the plain (temperature, top-k,
+            # top-p) distribution; upstream applies these knobs to the drafts too.
+            raise ValueError(
+                f"speculative decoding does not apply {', '.join(params.logits_processing_knobs())}"
+                f" yet: run this request on an engine without speculative_config"
+            )
         if isinstance(prompt, str) and prompt:
             token_ids = self.tokenizer.encode(prompt)  # always valid ids of this tokenizer
         else:  # token ids, or something that is neither (the empty str included)
@@ -327,8 +403,13 @@ class LLMEngine:
         """An unfinished request by id; ``ValueError`` for unknown or finished ids."""
         return self.scheduler.find_request(request_id)
 
-    def abort_request(self, request_id: str) -> Request:
-        return self.scheduler.abort_request(request_id)
+    def abort_request(self, request_id: str) -> Request | list[Request]:
+        """Abort an unfinished request; for a parent id, every unfinished child (returned)."""
+        parent = self.parent_requests.pop(request_id, None)
+        if parent is None:
+            return self.scheduler.abort_request(request_id)
+        return [self.scheduler.abort_request(cid) for cid in parent.child_request_ids
+                if self.scheduler._find(cid) is not None]
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests()
@@ -363,7 +444,7 @@ class LLMEngine:
                 continue  # a prefill chunk that does not reach the end: no token yet
             params = request.sampling_params
             if not drafts:
-                sampled[request.request_id] = [self.sampler.sample(logits[-1], params)]
+                sampled[request.request_id] = [sample_request(self.sampler, logits[-1], request)]
                 continue
             rng = (self._spec_rng if params.seed is None
                    else np.random.default_rng([params.seed, request.num_tokens]))
@@ -397,8 +478,9 @@ class LLMEngine:
         self,
         prompts: Sequence[str | Sequence[int]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-    ) -> list[RequestOutput]:
-        """Run prompts to completion; one ``RequestOutput`` per prompt, in prompt order.
+    ) -> list[RequestOutput | ParallelRequestOutput]:
+        """Run prompts to completion; one result per prompt, in prompt order: a
+        ``RequestOutput``, or a ``ParallelRequestOutput`` for a prompt sampled ``n > 1`` times.
 
         ``sampling_params`` is one object for all prompts or a list with one per prompt. Requests
         added earlier with ``add_request`` keep being served while this runs.
@@ -439,7 +521,10 @@ class LLMEngine:
             for rid in ids:
                 self.abort_request(rid)
             raise
-        pending = set(ids)
+        parents = {rid: self.parent_requests[rid] for rid in ids if rid in self.parent_requests}
+        pending = set()
+        for rid in ids:
+            pending.update(parents[rid].child_request_ids if rid in parents else [rid])
         done: dict[str, Request] = {}
         while pending:
             if not self.has_unfinished_requests():
@@ -448,7 +533,16 @@ class LLMEngine:
                 if request.request_id in pending:
                     pending.discard(request.request_id)
                     done[request.request_id] = request
-        return [self._to_output(done[rid]) for rid in ids]
+        results: list[RequestOutput | ParallelRequestOutput] = []
+        for rid, token_ids in zip(ids, token_lists, strict=True):
+            if rid not in parents:
+                results.append(self._to_output(done[rid]))
+                continue
+            parent = self.parent_requests.pop(rid)
+            for child_id in parent.child_request_ids:
+                parent.add_output(child_id, self._to_output(done[child_id]))
+            results.append(parent.get_output(token_ids))
+        return results
 
     def _to_output(self, request: Request) -> RequestOutput:
         return RequestOutput(

@@ -93,6 +93,17 @@ class SamplingParams:
     top_p: float = 1.0  # 1.0 disables
     seed: int | None = None
     ignore_eos: bool = False
+    #: Samples per prompt (parallel sampling): ``LLMEngine`` fans a request with ``n > 1`` out
+    #: into n child requests (``mini_vllm/parallel_sampling.py``). A ``Request`` itself ignores it.
+    n: int = 1
+    # Phase 09 logits processing (``mini_vllm/sample/``); every default is "off".
+    min_p: float = 0.0  # keep prob >= min_p * max prob; 0 disables
+    repetition_penalty: float = 1.0  # prompt + output tokens; 1 disables
+    presence_penalty: float = 0.0  # output tokens, flat; 0 disables
+    frequency_penalty: float = 0.0  # output tokens, times their count; 0 disables
+    bad_words: list[list[int]] | None = None  # token-id sequences whose last token is banned
+    min_tokens: int = 0  # EOS masked while fewer tokens were generated
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit
 
     def __post_init__(self) -> None:
         self.verify()
@@ -137,6 +148,82 @@ class SamplingParams:
         if not isinstance(self.ignore_eos, (bool, np.bool_)):
             raise _refuse("ignore_eos", "a bool", self.ignore_eos)
         self.ignore_eos = bool(self.ignore_eos)
+
+        if not _is_int(self.n) or self.n < 1:
+            raise _refuse("n", "an int >= 1", self.n)
+        self.n = int(self.n)
+
+        self._verify_logits_processing()
+
+    def logits_processing_knobs(self) -> list[str]:
+        """The phase 09 knobs this request turns on (their names), ``[]`` when all are off."""
+        off = {"min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+               "frequency_penalty": 0.0, "bad_words": None, "min_tokens": 0, "logit_bias": None}
+        return [name for name, value in off.items() if getattr(self, name) not in (value, [], {})]
+
+    def _verify_logits_processing(self) -> None:
+        """The phase 09 knobs, with upstream's bounds (``SamplingParams._verify_args``)."""
+        min_p = _finite_float(self.min_p)
+        if min_p is None or not 0.0 <= min_p <= 1.0:
+            raise _refuse("min_p", "a number in [0, 1] (0 disables it)", self.min_p)
+        self.min_p = min_p
+
+        repetition = _finite_float(self.repetition_penalty)
+        if repetition is None or repetition <= 0.0:
+            raise _refuse(
+                "repetition_penalty", "a finite number > 0 (1 disables it)",
+                self.repetition_penalty,
+            )
+        self.repetition_penalty = repetition
+
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = _finite_float(getattr(self, name))
+            if value is None or not -2.0 <= value <= 2.0:
+                raise _refuse(name, "a number in [-2, 2] (0 disables it)", getattr(self, name))
+            setattr(self, name, value)
+
+        if self.bad_words is not None:
+            words = self.bad_words
+            if isinstance(words, (str, bytes)) or not isinstance(words, Iterable):
+                raise _refuse("bad_words", "None or a list of token-id sequences", words)
+            normalised = []
+            for index, word in enumerate(words):
+                if isinstance(word, (str, bytes)) or not isinstance(word, Iterable):
+                    raise _refuse(f"bad_words[{index}]", "a non-empty sequence of token ids", word)
+                word = list(word)
+                if not word or not all(_is_int(t) and t >= 0 for t in word):
+                    raise _refuse(f"bad_words[{index}]", "a non-empty sequence of token ids", word)
+                normalised.append([int(t) for t in word])
+            self.bad_words = normalised
+
+        if not _is_int(self.min_tokens) or not 0 <= self.min_tokens <= self.max_tokens:
+            raise _refuse(
+                "min_tokens", f"an int in [0, max_tokens={self.max_tokens}]", self.min_tokens
+            )
+        self.min_tokens = int(self.min_tokens)
+
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict):
+                raise _refuse("logit_bias", "None or a dict token id -> bias", self.logit_bias)
+            bias: dict[int, float] = {}
+            for token, value in self.logit_bias.items():
+                as_float = _finite_float(value)
+                if not _is_int(token) or token < 0 or as_float is None:
+                    raise _refuse(
+                        f"logit_bias[{token!r}]", "a finite bias for an int token id >= 0", value
+                    )
+                bias[int(token)] = min(100.0, max(-100.0, as_float))  # upstream clamps
+            self.logit_bias = bias
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """``ValueError`` if a bad word or a logit-bias key names a token outside the vocab."""
+        for index, word in enumerate(self.bad_words or []):
+            for token in word:
+                if token >= vocab_size:
+                    raise _refuse(f"bad_words[{index}]", f"token ids in [0, {vocab_size})", word)
+        for token in self.logit_bias or {}:
+            if token >= vocab_size:
+                raise _refuse("logit_bias key", f"a token id in [0, {vocab_size})", token)
 
 
 def check_prompt_token_ids(
@@ -200,6 +287,7 @@ class Request:
         # Everything is checked before an id is drawn, so a refused request leaves no trace.
         prompt = check_prompt_token_ids(prompt_token_ids, vocab_size=vocab_size)
         params = check_sampling_params(sampling_params)
+        params.check_vocab(vocab_size)
         if request_id is not None and (not isinstance(request_id, str) or not request_id):
             raise _refuse("request_id", "a non-empty str or None", request_id)
         if not _is_int(eos_token_id) or not 0 <= eos_token_id < vocab_size:

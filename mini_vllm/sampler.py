@@ -1,4 +1,5 @@
-"""Sampler: one logits row -> one token id, with temperature, top-k and top-p.
+"""Sampler: one logits row -> one token id, with temperature, top-k, top-p and (phase 09)
+min-p, penalties, bad words, min_tokens and logit bias.
 
 Upstream twin: ``vllm/v1/sample/sampler.py: Sampler`` (batched on the GPU; the top-k/top-p
 semantics live in ``vllm/v1/sample/ops/topk_topp_sampler.py``). Ours is scalar and readable.
@@ -6,9 +7,17 @@ semantics live in ``vllm/v1/sample/ops/topk_topp_sampler.py``). Ours is scalar a
 The pipeline, in an order that is observable and therefore part of the contract (lab 00-03's
 learner sampler must agree with this one token for token):
 
+0. Logits processing (phase 09; every knob defaults to off, and then the row is untouched), in
+   vLLM's order (``Sampler.apply_logits_processors``): bad words -> min_tokens -> logit bias ->
+   penalties (repetition, frequency, presence; see ``mini_vllm/sample/``). These run for greedy
+   requests too. Bad words, min_tokens and the penalties read the request's tokens, so they
+   need ``sample(..., request=...)``, which the engine passes to any sampler whose ``sample``
+   accepts a ``request`` keyword (a 2-argument sampler keeps working and never sees it).
 1. ``temperature == 0``: ``argmax`` (numpy picks the lowest index on ties). No RNG is created or
-   consumed, and top_k / top_p / seed are ignored.
+   consumed, and top_k / top_p / min_p / seed are ignored.
 2. ``logits / temperature``.
+2b. min-p (``apply_min_p``), on the tempered distribution and *before* top-k / top-p, where
+   vLLM runs it (an argmax-invariant logits processor). Disabled when ``min_p == 0``.
 3. top-k: keep every logit ``>=`` the k-th largest (ties at the boundary survive, as upstream);
    the rest become ``-inf``. Disabled when ``k <= 0`` or ``k >= vocab``.
 4. top-p over the softmax of what survived top-k: sort by descending probability (stable, so
@@ -20,6 +29,9 @@ learner sampler must agree with this one token for token):
 Trap, stated once: the generator is created per call from ``params.seed``. With a fixed seed every
 step of a request reuses the same uniform number; that is reproducible (what the tests need) but
 not a proper per-request random stream. Real vLLM keeps one generator per request.
+
+Not covered: speculative decoding's draft verification (``RejectionSampler``) does not apply the
+phase 09 knobs, so an engine with ``speculative_config`` refuses a request that sets any of them.
 """
 
 from __future__ import annotations
@@ -27,6 +39,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from mini_vllm.sample import (
+    apply_bad_words,
+    apply_logit_bias,
+    apply_min_p,
+    apply_min_tokens,
+    apply_penalties,
+)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,13 +83,20 @@ def apply_top_p(logits: np.ndarray, p: float) -> np.ndarray:
 
 
 class Sampler:
-    """``sample(logits, params) -> int``; ``params`` needs temperature, top_k, top_p, seed."""
+    """``sample(logits, params, request=None) -> int``.
 
-    def sample(self, logits: np.ndarray, params: Any) -> int:
-        x = np.asarray(logits, dtype=np.float64)
+    ``params`` needs temperature, top_k, top_p, seed; the phase 09 knobs (min_p, penalties,
+    bad_words, min_tokens, logit_bias) are read with their "off" defaults when absent.
+    ``request`` (anything with ``prompt_token_ids``, ``output_token_ids``, ``eos_token_id``) is
+    needed only by the knobs that read tokens; ``ValueError`` if one of those is on without it.
+    """
+
+    def sample(self, logits: np.ndarray, params: Any, request: Any = None) -> int:
+        x = self.apply_logits_processors(np.asarray(logits, dtype=np.float64), params, request)
         if params.temperature == 0.0:
             return int(np.argmax(x))
         x = x / params.temperature
+        x = apply_min_p(x, getattr(params, "min_p", 0.0))
         x = apply_top_k(x, params.top_k)
         x = apply_top_p(x, params.top_p)
         probs = softmax(x)
@@ -77,3 +104,31 @@ class Sampler:
         return int(rng.choice(probs.size, p=probs))
 
     __call__ = sample
+
+    @staticmethod
+    def apply_logits_processors(x: np.ndarray, params: Any, request: Any) -> np.ndarray:
+        """Bad words -> min_tokens -> logit bias -> penalties; ``x`` itself when all are off."""
+        bad_words = getattr(params, "bad_words", None)
+        min_tokens = getattr(params, "min_tokens", 0)
+        logit_bias = getattr(params, "logit_bias", None)
+        repetition = getattr(params, "repetition_penalty", 1.0)
+        frequency = getattr(params, "frequency_penalty", 0.0)
+        presence = getattr(params, "presence_penalty", 0.0)
+        penalties = repetition != 1.0 or frequency != 0.0 or presence != 0.0
+        if request is None and (bad_words or min_tokens or penalties):
+            raise ValueError(
+                "bad_words, min_tokens and the penalties read the request's tokens: "
+                "call sample(logits, params, request=request)"
+            )
+        if bad_words:
+            x = apply_bad_words(x, bad_words, request.output_token_ids)
+        if min_tokens:
+            x = apply_min_tokens(x, min_tokens, len(request.output_token_ids),
+                                 [request.eos_token_id])
+        if logit_bias:
+            x = apply_logit_bias(x, logit_bias)
+        if penalties:
+            x = apply_penalties(x, request.prompt_token_ids, request.output_token_ids,
+                                repetition_penalty=repetition, frequency_penalty=frequency,
+                                presence_penalty=presence)
+        return x

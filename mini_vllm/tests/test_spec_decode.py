@@ -404,3 +404,11 @@ def test_smollm2_speculation_is_lossless() -> None:
         assert engine.spec_decoding_stats.num_drafts > 0, f"{config.method} never drafted"
         if config.method == "ngram":  # the repeated sentence is the n-gram proposer's home
             assert engine.spec_decoding_stats.num_accepted_tokens > 0
+
+
+def test_logits_processing_knobs_are_refused_rather_than_ignored(tiny_llama) -> None:
+    engine = LLMEngine(model=tiny_llama, block_size=4, speculative_config=_ngram(k=2, lo=1, hi=2))
+    with pytest.raises(ValueError, match="does not apply min_tokens, logit_bias yet"):
+        engine.add_request("ab", SamplingParams(max_tokens=4, min_tokens=1, logit_bias={5: 1.0}))
+    assert not engine.has_unfinished_requests()
+    engine.add_request("ab", SamplingParams(max_tokens=4, temperature=0.0))  # plain knobs: fine
