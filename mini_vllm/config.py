@@ -106,6 +106,12 @@ class SpeculativeConfig:
     ``proposer``: inject any callable ``propose(token_ids) -> list[int]`` instead of the built-in
     proposer for ``method`` (kata 08-01 plugs the learner's n-gram function in here). It gets a
     request's verified tokens (prompt + outputs) and may return up to k ids; more are cut to k.
+    ``rejection_sampler``: inject the verifier instead of the stock
+    :class:`~mini_vllm.spec_decode.RejectionSampler` (``None``), a callable with its interface
+    ``(draft_token_ids, target_logits, params, draft_probs=None, rng=None) -> list[int]``
+    (kata 08-03 plugs the learner's rejection rule in here). It gets one request's k drafts,
+    its ``k + 1`` target logit rows and sampling params, and the request's generator; it must
+    return the accepted drafts plus one token.
 
     Bad values raise ``ValueError`` here, before any engine is built.
     """
@@ -117,6 +123,7 @@ class SpeculativeConfig:
     draft_model: object | None = None
     draft_num_layers: int | None = None
     proposer: object | None = None
+    rejection_sampler: object | None = None
 
     def __post_init__(self) -> None:
         if self.method not in _SPEC_METHODS:
@@ -143,3 +150,7 @@ class SpeculativeConfig:
         if self.proposer is not None and not callable(self.proposer):
             raise ValueError(f"proposer must be a callable propose(token_ids) -> list[int], "
                              f"got {self.proposer!r}")
+        if self.rejection_sampler is not None and not callable(self.rejection_sampler):
+            raise ValueError(f"rejection_sampler must be a callable (draft_token_ids, "
+                             f"target_logits, params, draft_probs=None, rng=None) -> list[int], "
+                             f"got {self.rejection_sampler!r}")

@@ -58,15 +58,16 @@ engine:
 Speculative decoding, opt-in (phase 08): ``speculative_config=SpeculativeConfig(...)``
 (``mini_vllm/config.py``; default ``None``, and then nothing below happens). Each step then runs
 :meth:`LLMEngine._spec_step` instead of :func:`engine_step`: schedule (a request's drafts ride in
-``num_tokens_with_spec``, their KV slots reserved as lookahead) -> one forward that verifies
-every draft (``ModelRunner.execute_model_spec``: k + 1 logits rows per request) -> the
-:class:`~mini_vllm.spec_decode.RejectionSampler` keeps the accepted prefix + one token (a
-request with no drafts samples with ``sampler`` as usual) -> ``update_from_spec_output`` appends
-them and rolls back the rejected drafts' ``num_computed_tokens`` -> the proposer drafts up to k
-tokens for every running request whose prefill is done (never more than ``max_tokens`` leaves
-room for). Greedy output is token-identical to the engine without it; with temperature, each
-token has the target's distribution. ``spec_decoding_stats`` counts drafts and acceptances;
-``model_runner.num_steps`` counts target forwards. ``step_fn`` cannot be combined with it.
+``num_tokens_with_spec``, their KV slots reserved as lookahead) -> one forward that verifies every
+draft (``ModelRunner.execute_model_spec``: k + 1 logits rows per request) -> the
+:class:`~mini_vllm.spec_decode.RejectionSampler` (or ``SpeculativeConfig.rejection_sampler``) keeps
+the accepted prefix + one token (a request with no drafts samples with ``sampler`` as usual) ->
+``update_from_spec_output`` appends them and rolls back the rejected drafts' ``num_computed_tokens``
+-> the proposer drafts up to k tokens for every running request whose prefill is done (never more
+than ``max_tokens`` leaves room for). Greedy output is token-identical to the engine without it;
+with temperature, each token has the target's distribution. ``spec_decoding_stats`` counts drafts
+and acceptances; ``model_runner.num_steps`` counts target forwards. ``step_fn`` cannot be combined
+with it.
 
 Parallel sampling (phase 09): ``SamplingParams(n=4)`` makes ``add_request`` queue four child
 requests (``mini_vllm/parallel_sampling.py``: ids ``"0_<id>"`` .. ``"3_<id>"``, a seeded parent
@@ -294,7 +295,8 @@ class LLMEngine:
                 draft = truncated_model(draft, config.draft_num_layers)
             self.proposer = DraftModelProposer(draft, k, block_size=self.block_size,
                                                max_model_len=self.max_model_len)
-        self.rejection_sampler = RejectionSampler()
+        self.rejection_sampler = (config.rejection_sampler if config.rejection_sampler is not None
+                                  else RejectionSampler())
         self.spec_decoding_stats = SpecDecodingStats(num_spec_tokens=k)
         self._spec_rng = np.random.default_rng(seed)
 

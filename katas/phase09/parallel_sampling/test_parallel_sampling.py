@@ -3,12 +3,14 @@ tiny Llama (cpu), then vLLM's own KV manager (live, skipped without vLLM)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from mini_vllm import LLMEngine, SamplingParams
 from pytest_vllm_katas import assert_close, expect_raises
+from pytest_vllm_katas.live.fixtures import EngineConfig, LiveEngines
 
 pytestmark = pytest.mark.gpu_opt
 
@@ -116,3 +118,126 @@ def test_prediction_matches_mini_vllm(impl, tiny_llama: Any, caching: bool) -> N
     counts = sorted(b.ref_cnt for b in {b.block_id: b for t in tables for b in t}.values())
     predicted = sorted(impl.block_ref_counts(4, len(PROMPT), BLOCK, enable_caching=caching))
     assert counts == predicted, f"mini_vllm's ref counts {counts}; you predict {predicted}"
+
+
+# --------------------------------------------------------------------------------------- live
+
+CPU_BLOCK = 128  # vLLM's CPU block
+N = 4
+# The live tier's shared tiny-Llama engines: katas 02-05 and 03-03 ask for these same two.
+CACHING_ON = EngineConfig(model="tiny", kv_cache_gib=1, max_model_len=1024)
+CACHING_OFF = EngineConfig(model="tiny", kv_cache_gib=1, max_model_len=1024,
+                           enable_prefix_caching=False)
+QUERIES, HITS = "vllm:prefix_cache_queries", "vllm:prefix_cache_hits"
+# 300 tokens: 2 full blocks + a 44-token tail; 256: exactly 2 blocks (the last is recomputed).
+LIVE_PROMPTS = [300, 256]
+
+
+@dataclass
+class VllmRun:
+    tables: list[list[int]]  # each child's block ids after the first step
+    ref_counts: dict[int, int]  # block id -> ref count, read at the same moment
+    cached: list[int]  # each child's num_cached_tokens, in child order
+    queries: int  # prefix-cache meter: tokens looked up during the run
+    hits: int  # and tokens served from the cache
+
+
+def _counters(llm: Any) -> dict[str, int]:
+    return {m.name: int(m.value) for m in llm.get_metrics() if m.name in (QUERIES, HITS)}
+
+
+def _run_on_vllm(live_engines: LiveEngines, config: EngineConfig, prompt_len: int) -> VllmRun:
+    """One request with SamplingParams(n=4) on vLLM; its children read after one step."""
+    from vllm import SamplingParams as VllmSamplingParams
+
+    handle = live_engines.get(config)
+    assert handle.vllm_config.cache_config.block_size == CPU_BLOCK, "vLLM's CPU block is 128"
+    handle.llm.reset_prefix_cache()  # other katas share this engine: start from a cold cache
+    engine, scheduler = handle.llm.llm_engine, handle.scheduler
+    kv = scheduler.kv_cache_manager
+    prompt = [60 + i % 30 for i in range(prompt_len)]
+    before, meter = set(scheduler.requests), _counters(handle.llm)
+    engine.add_request("n4", {"prompt_token_ids": prompt},
+                       VllmSamplingParams(n=N, max_tokens=2, temperature=1.0, seed=3,
+                                          ignore_eos=True))
+    # The front end's ParentRequest fans out: children 0_n4-<hex> .. 3_n4-<hex>.
+    children = sorted(rid for rid in scheduler.requests if rid not in before)
+    assert len(children) == N, f"n=4 should reach the scheduler as 4 children, got {children}"
+    first = engine.step()  # one step admits all four and prefills the prompt
+    tables = [list(kv.get_block_ids(rid)[0]) for rid in children]
+    refs = {b: kv.block_pool.blocks[b].ref_cnt for t in tables for b in t}
+    by_index = {o.outputs[0].index: o.num_cached_tokens or 0 for o in first}
+    while engine.has_unfinished_requests():  # leave the shared engine idle
+        engine.step()
+    after = _counters(handle.llm)
+    return VllmRun(tables=tables, ref_counts=refs, cached=[by_index[i] for i in range(N)],
+                   queries=after.get(QUERIES, 0) - meter.get(QUERIES, 0),
+                   hits=after.get(HITS, 0) - meter.get(HITS, 0))
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("prompt_len", LIVE_PROMPTS)
+def test_vllm_children_share_the_blocks_you_predict(impl, live_engines: LiveEngines,
+                                                    prompt_len: int) -> None:
+    shared = impl.shared_blocks(N, prompt_len, CPU_BLOCK)
+    counts = impl.block_ref_counts(N, prompt_len, CPU_BLOCK)
+    run = _run_on_vllm(live_engines, CACHING_ON, prompt_len)
+    got = impl.read_sharing(run.tables)
+    assert got.shared_block_ids == run.tables[0][:shared] and len(got.shared_block_ids) == shared, (
+        f"vLLM's block tables {run.tables}: you read {got.shared_block_ids} as shared and "
+        f"predict {shared} shared blocks")
+    tail = -(-prompt_len // CPU_BLOCK) - shared
+    assert got.private_block_ids == [t[shared:] for t in run.tables], (
+        f"each child's private tail is its table after the shared blocks; you read "
+        f"{got.private_block_ids} from {run.tables}")
+    assert all(len(p) == tail for p in got.private_block_ids), (
+        f"each child holds {tail} private prompt block(s): {got.private_block_ids}")
+    held = [run.ref_counts[b] for b in got.shared_block_ids]
+    held += [run.ref_counts[b] for p in got.private_block_ids for b in p]
+    assert held == counts, (
+        f"vLLM's block pool holds the prompt with ref counts {held} (shared first, then each "
+        f"child's tail); you predict {counts}")
+    assert got.num_distinct_blocks == len(run.ref_counts) == len(counts), (
+        f"the children hold {len(run.ref_counts)} distinct blocks; you read "
+        f"{got.num_distinct_blocks} and predict {len(counts)}")
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("prompt_len", LIVE_PROMPTS)
+def test_vllm_hits_and_prefill_match_your_prediction(impl, live_engines: LiveEngines,
+                                                     prompt_len: int) -> None:
+    rate = impl.hit_rate(N, prompt_len, CPU_BLOCK)
+    prefill = impl.prefill_tokens(N, prompt_len, CPU_BLOCK)
+    hit = impl.shared_blocks(N, prompt_len, CPU_BLOCK) * CPU_BLOCK
+    run = _run_on_vllm(live_engines, CACHING_ON, prompt_len)
+    assert run.cached == [0] + [hit] * (N - 1), (
+        f"vLLM's children report num_cached_tokens {run.cached}: the first misses, the other "
+        f"three hit; your shared blocks say {hit} tokens each")
+    assert run.queries == N * prompt_len, f"vLLM looked up {run.queries} prompt tokens"
+    lookups = N * (prompt_len // CPU_BLOCK) * CPU_BLOCK  # tokens in full-block lookups
+    assert_close(rate, run.hits / lookups, cause="arithmetic",
+                 what=f"hit rate: vLLM's meter served {run.hits} of the {lookups} tokens its "
+                 f"children looked up in full blocks")
+    assert prefill == run.queries - run.hits, (
+        f"vLLM computed {run.queries - run.hits} prompt tokens for 4 children of {prompt_len}; "
+        f"you predict {prefill}")
+
+
+@pytest.mark.live
+def test_vllm_with_caching_off_shares_nothing(impl, live_engines: LiveEngines) -> None:
+    prompt_len = LIVE_PROMPTS[0]
+    counts = impl.block_ref_counts(N, prompt_len, CPU_BLOCK, enable_caching=False)
+    rate = impl.hit_rate(N, prompt_len, CPU_BLOCK, enable_caching=False)
+    prefill = impl.prefill_tokens(N, prompt_len, CPU_BLOCK, enable_caching=False)
+    run = _run_on_vllm(live_engines, CACHING_OFF, prompt_len)
+    got = impl.read_sharing(run.tables)
+    assert got.shared_block_ids == [] and got.num_distinct_blocks == N * 3, (
+        f"caching off: vLLM gave the children disjoint tables {run.tables}; you read {got}")
+    held = sorted(run.ref_counts.values())
+    assert held == sorted(counts), f"vLLM's ref counts {held}; you predict {sorted(counts)}"
+    assert (run.queries, run.hits) == (0, 0) and rate == 0.0, (
+        f"caching off: vLLM looked up {run.queries} tokens and hit {run.hits}; you predict a "
+        f"hit rate of {rate}")
+    assert prefill == N * prompt_len - sum(run.cached) == 1200, (
+        f"caching off: vLLM prefilled {N * prompt_len - sum(run.cached)} tokens; you predict "
+        f"{prefill}")
