@@ -8,7 +8,6 @@ prefill and preemption. Sampling: the rejection sampler's output has the target'
 
 from __future__ import annotations
 
-import math
 import random
 
 import numpy as np
@@ -32,6 +31,7 @@ from pytest_vllm_katas.live.models import (
     smollm2_missing_reason,
     smollm2_path,
 )
+from pytest_vllm_katas.statistics import chi2_sf
 
 PROMPTS = [
     "the cat sat on the mat. the cat sat on the mat. the cat sat on the",
@@ -255,22 +255,11 @@ def test_repetitive_text_needs_fewer_target_forwards(tiny_llama) -> None:
 # -- sampling is exact -------------------------------------------------------------------------
 
 
-def _chi2_sf(x: float, df: int) -> float:
-    """P(chi-square with ``df`` degrees of freedom > x), exactly: the closed form at df = 1 or 2,
-    then ``sf(df + 2) = sf(df) + (x/2)^(df/2) e^(-x/2) / Gamma(df/2 + 1)``."""
-    d = 2 - df % 2
-    sf = math.exp(-x / 2) if d == 2 else math.erfc(math.sqrt(x / 2))
-    while d < df:
-        sf += math.exp(d / 2 * math.log(x / 2) - x / 2 - math.lgamma(d / 2 + 1))
-        d += 2
-    return sf
-
-
 def test_chi2_sf_matches_known_values() -> None:
-    assert abs(_chi2_sf(3.841459, 1) - 0.05) < 1e-6
-    assert abs(_chi2_sf(5.991465, 2) - 0.05) < 1e-6
-    assert abs(_chi2_sf(7.814728, 3) - 0.05) < 1e-6
-    assert abs(_chi2_sf(24.99579, 15) - 0.05) < 1e-6
+    assert abs(chi2_sf(3.841459, 1) - 0.05) < 1e-6
+    assert abs(chi2_sf(5.991465, 2) - 0.05) < 1e-6
+    assert abs(chi2_sf(7.814728, 3) - 0.05) < 1e-6
+    assert abs(chi2_sf(24.99579, 15) - 0.05) < 1e-6
 
 
 V = 5
@@ -321,7 +310,7 @@ def test_temperature_path_samples_the_targets_joint_distribution() -> None:
         zero = expected == 0
         assert counts[zero].sum() == 0, "a token masked by top-k/top-p was emitted"
         chi2 = float((((counts - n * expected) ** 2)[~zero] / (n * expected[~zero])).sum())
-        p_value = _chi2_sf(chi2, int((~zero).sum()) - 1)
+        p_value = chi2_sf(chi2, int((~zero).sum()) - 1)
         assert p_value > 1e-4, (with_probs, chi2, p_value, counts / n, expected)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pytest_vllm_katas import assert_close, expect_raises
+from pytest_vllm_katas.statistics import chi2_sf
 
 pytestmark = pytest.mark.cpu_ok
 
@@ -379,18 +380,6 @@ def _engine_outputs(model, params, prompts, rejection_sampler=None, spec=True):
     return [done[i] for i in ids], engine
 
 
-def _chi2_sf(x: float, df: int) -> float:
-    """P(chi-square with ``df`` degrees of freedom > x), exactly (closed form by recursion)."""
-    import math
-
-    d = 2 - df % 2
-    sf = math.exp(-x / 2) if d == 2 else math.erfc(math.sqrt(x / 2))
-    while d < df:
-        sf += math.exp(d / 2 * math.log(x / 2) - x / 2 - math.lgamma(d / 2 + 1))
-        d += 2
-    return sf
-
-
 def test_your_rejection_rule_drives_the_engine(impl, tiny_llama) -> None:
     """Your speculative_token verifies mini_vllm's n-gram drafts on the tiny Llama. Greedy: the
     tokens equal the plain engine's. Temperature 1, top-k 3: over 150 seeded requests, the
@@ -429,7 +418,7 @@ def test_your_rejection_rule_drives_the_engine(impl, tiny_llama) -> None:
     table = np.array([[c.get(cell, 0) for cell in cells] for c in counts], dtype=np.float64)
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
     chi2 = float(((table - expected) ** 2 / expected).sum())
-    p_value = _chi2_sf(chi2, len(cells) - 1)
+    p_value = chi2_sf(chi2, len(cells) - 1)
     assert p_value > 1e-4, (
         f"with temperature your rule's first-two-token joint differs from the stock sampler's "
         f"(chi-square {chi2:.1f}, p = {p_value:.2g}): cells {cells}, yours "
