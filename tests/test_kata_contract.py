@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vllm_katas.catalog import Kata, discover, kata_folders, load_kata
-from pytest_vllm_katas.devcheck import run_suite, stub_problems
+from pytest_vllm_katas.devcheck import run_suite_once, stub_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 # An invalid kata.toml fails test_kata_toml_is_valid for its own folder; it must not hide
@@ -105,11 +105,12 @@ def test_stub_and_reference_expose_the_same_api(kata: Kata) -> None:
 
 
 @pytest.fixture(scope="session")
-def stub_results() -> dict[str, dict]:
+def stub_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     # The stubs as shipped (katas/pristine.json), never the learner's working files: this check
     # stays meaningful in a clone where the learner has started filling stubs in. (That the
     # reference passes every test is proven by the same `pytest` run that runs this file.)
-    return run_suite(ROOT, ["katas"], "--impl=mine", "--katas-check=pristine")
+    return run_suite_once("stub_results", tmp_path_factory.getbasetemp(), ROOT, ["katas"],
+                          "--impl=mine", "--katas-check=pristine")
 
 
 @pytest.mark.xdist_group("pristine_suite")

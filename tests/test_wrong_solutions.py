@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vllm_katas.catalog import Kata, discover
-from pytest_vllm_katas.devcheck import judge_wrong, run_suite
+from pytest_vllm_katas.devcheck import judge_wrong, run_suite_once
 from pytest_vllm_katas.variants import MIN_WRONG, load_wrong_solutions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +19,12 @@ IDS = [k.id for k in KATAS]
 
 
 @pytest.fixture(scope="session")
-def wrong_results() -> dict[str, dict]:
-    # Alone, it spreads over two processes; under `pytest -n` the other workers are busy already.
+def wrong_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    # Alone, it spreads over two processes; under `pytest -n` the other workers are busy already
+    # (and only one of them runs it: run_suite_once).
     spread = [] if os.environ.get("PYTEST_XDIST_WORKER") else ["-n", "2"]
-    return run_suite(ROOT, ["katas"], "--katas-check=wrong", *spread)
+    return run_suite_once("wrong_results", tmp_path_factory.getbasetemp(), ROOT, ["katas"],
+                          "--katas-check=wrong", *spread)
 
 
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -168,9 +169,36 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _guard_llvmlite() -> None:
+    """Let vLLM start after numba has been loaded in this process.
+
+    At start-up vLLM 0.32 (``triton_utils/dispatcher.py``) scans every loaded module's
+    attributes and, for any value answering ``hasattr(value, "__dict__")``, reads
+    ``vars(value)``. llvmlite's ``ffi.lib`` (loaded by numba, which vLLM's n-gram proposer
+    uses) answers every attribute through ``__getattr__``, ``__dict__`` included, with a
+    function wrapper, so ``vars(...)`` is not a dict and every later engine start fails
+    (``'_lib_fn_wrapper' object has no attribute 'get'``). The library's functions never have
+    dunder names: refusing those is the honest answer, and the scan then skips it.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    wrapper = getattr(ffi, "_lib_wrapper", None)
+    if wrapper is None or getattr(wrapper, "_katas_dunder_guard", False):
+        return
+    lookup = wrapper.__getattr__
+
+    def __getattr__(self: Any, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lookup(self, name)
+
+    wrapper.__getattr__ = __getattr__
+    wrapper._katas_dunder_guard = True
+
+
 def start_engine(config: EngineConfig) -> EngineHandle:
     """Start one in-process ``vllm.LLM`` for ``config`` (no caching; see ``LiveEngines``)."""
     path = model_path_for(config.model)
+    _guard_llvmlite()
     # The CPU platform reads VLLM_CPU_KVCACHE_SPACE while the config is resolved, in this
     # process; it overrides any kv_cache_memory_bytes argument.
     mp = "0" if config.inprocess else "1"
