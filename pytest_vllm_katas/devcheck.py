@@ -36,6 +36,15 @@ def run_suite(root: Path, paths: Sequence[str], *args: str, timeout: float = 180
         return {k["id"]: k for k in json.loads(report.read_text(encoding="utf-8"))["katas"]}
 
 
+#: The grader's checks of itself (wrong solutions caught, shipped stubs all todo, the pristine
+#: store) are authors' checks: they run the whole kata suite again in a subprocess, which a
+#: learner's `pytest` need not pay for every time. CI (``CI`` set) and tox
+#: (``KATAS_AUTHOR_CHECKS=1``) run them; ``katas dev check`` runs them for one kata.
+AUTHOR_CHECKS = bool(os.environ.get("CI")) or os.environ.get("KATAS_AUTHOR_CHECKS") == "1"
+AUTHOR_CHECKS_SKIP_REASON = ("authors' check of the grader itself: runs in CI, with "
+                             "KATAS_AUTHOR_CHECKS=1, or per kata with `katas dev check <kata>`")
+
+
 def run_suite_once(name: str, basetemp: Path, root: Path, paths: Sequence[str],
                    *args: str) -> dict:
     """:func:`run_suite`, run by one ``pytest -n`` worker and read from a file by the others.

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # xdist_group (those sharing an expensive session fixture) stay on one worker.
         # Set here, not in addopts: pytest-benchmark turns timing off whenever --dist is given.
         config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("katas_loadgroup"):
+        # A worker parses the command line again ("load") and decides whether to tag its tests
+        # with their group before any plugin is configured: it learns the controller's choice
+        # from pytest_configure_node below.
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Controller side (pytest-xdist): tell each worker that groups are on."""
+    node.workerinput["katas_loadgroup"] = node.config.option.dist == "loadgroup"
 
 
 def selected_impl(config: pytest.Config) -> str:

@@ -7,17 +7,16 @@ it and stays meaningful."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from pytest_vllm_katas.catalog import discover
+from pytest_vllm_katas.devcheck import AUTHOR_CHECKS
 from pytest_vllm_katas.reset import SNAPSHOT_COMMAND, STORE, pristine_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KATAS = discover(ROOT, skip_invalid=True)
-AUTHOR_CHECKS = bool(os.environ.get("CI")) or os.environ.get("KATAS_AUTHOR_CHECKS") == "1"
 
 
 @pytest.mark.skipif(not AUTHOR_CHECKS, reason="authors' check (your stubs differ from the "

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from pytest_vllm_katas.catalog import Kata, discover
-from pytest_vllm_katas.devcheck import judge_wrong, run_suite_once
+from pytest_vllm_katas.devcheck import (
+    AUTHOR_CHECKS,
+    AUTHOR_CHECKS_SKIP_REASON,
+    judge_wrong,
+    run_suite_once,
+)
 from pytest_vllm_katas.variants import MIN_WRONG, load_wrong_solutions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +40,7 @@ def test_every_kata_ships_enough_wrong_solutions(kata: Kata) -> None:
         f"least {MIN_WRONG} plausible learner mistakes (CONTRIBUTING.md)")
 
 
+@pytest.mark.skipif(not AUTHOR_CHECKS, reason=AUTHOR_CHECKS_SKIP_REASON)
 @pytest.mark.xdist_group("wrong_suite")
 @pytest.mark.parametrize("kata", KATAS, ids=IDS)
 def test_every_wrong_solution_is_caught_by_its_named_test(
