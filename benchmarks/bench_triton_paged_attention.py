@@ -12,7 +12,7 @@ FLOPs per byte. So the yardstick is bandwidth. For each (batch, context) this sc
 
 and reports each kernel's achieved bandwidth (K/V bytes read / median time) as a percentage of
 a plain device-to-device copy on the same GPU (bytes read + written / median time). Timings are
-``triton.testing.do_bench`` medians; it flushes L2 before every repetition.
+medians of CUDA-event timed calls, L2 emptied before each (as ``triton.testing.do_bench``).
 
     python benchmarks/bench_triton_paged_attention.py                 # the table
     python benchmarks/bench_triton_paged_attention.py --graphs        # time CUDA graph replays
@@ -22,6 +22,13 @@ a plain device-to-device copy on the same GPU (bytes read + written / median tim
 
 Eager calls include Python's launch overhead wherever it exceeds the GPU time (04-05 launches
 two kernels); ``--graphs`` captures each call once and times replays: GPU time only.
+
+L2 is emptied before every timed call. ``do_bench`` does it by *writing* a 256 MiB buffer,
+which leaves the whole L2 (50 MiB on an H100/H200) holding dirty lines: the timed kernel then
+pays for writing someone else's 50 MiB back to HBM while it reads (about 12 µs at 4 TB/s, a
+fixed cost that dwarfs a small decode step). ``--flush read`` (the default) empties L2 by
+*reading* a 256 MiB buffer instead, so the timed kernel starts on clean, cold lines; ``--flush
+write`` is ``do_bench``'s way, kept to compare.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import triton
-from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
@@ -56,22 +62,51 @@ SPLIT_SDPA_RATIO, SPLIT_PCT_OF_COPY, SPLIT_NO_REGRESSION = 1.2, 60.0, 1.05
 
 
 GRAPHS = False  # --graphs turns it on
+FLUSH = "read"  # --flush: how L2 is emptied before each timed call ("read" or "write")
+_flush_buffer: torch.Tensor | None = None
+
+
+def flush_l2() -> None:
+    """Empty L2 before a timed call, by reading (clean lines) or writing (dirty lines) 256 MiB."""
+    global _flush_buffer
+    if _flush_buffer is None:
+        _flush_buffer = torch.zeros(1 << 26, dtype=torch.int32, device="cuda")
+    if FLUSH == "read":
+        _flush_buffer.max()  # reads every line; writes one scalar
+    else:
+        _flush_buffer.zero_()  # what do_bench does
+
+
+def timed_median_ms(fn, warmup: int = 25, rep: int = 200) -> float:
+    """``do_bench``'s loop (L2 emptied, then ``fn`` timed by CUDA events; the median over
+    ``rep`` calls), with :func:`flush_l2` as the way L2 is emptied."""
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    for start, end in zip(starts, ends, strict=True):
+        flush_l2()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return sorted(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))[rep // 2]
 
 
 def median_ms(fn, rep: int = 200) -> float:
     """Median GPU time of ``fn()``: its launches captured once in a CUDA graph, then replayed
-    (``do_bench`` flushes L2 before every replay). A replay is one launch however many
+    (L2 is emptied before every replay). A replay is one launch however many
     kernels ``fn`` runs, so the time is the GPU's, not Python's launch overhead (decode steps
     run under CUDA graphs in vLLM too). Without ``--graphs``, ``fn`` itself is called each time:
     then two Triton launches cost more host time than the GPU needs at small sizes."""
     if not GRAPHS:
-        return do_bench(fn, warmup=25, rep=rep, return_mode="median")
+        return timed_median_ms(fn, rep=rep)
     fn()  # compile and warm up outside the capture
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    ms = do_bench(graph.replay, warmup=25, rep=rep, return_mode="median")
+    ms = timed_median_ms(graph.replay, rep=rep)
     del graph
     return ms
 
@@ -92,7 +127,7 @@ def copy_bandwidth() -> float:
     src = torch.randn(1 << 29, device="cuda")  # 2 GiB of float32
     dst = torch.empty_like(src)
     # Eager: a copy captured in a CUDA graph becomes a copy-engine node (~35% slower here).
-    ms = do_bench(lambda: dst.copy_(src), warmup=25, rep=200, return_mode="median")
+    ms = timed_median_ms(lambda: dst.copy_(src))
     return 2 * src.numel() * src.element_size() / (ms * 1e-3)
 
 
@@ -213,7 +248,8 @@ def sweep_splits(copy_bw: float) -> list[dict]:
         rows.append({"kind": "cpu", "what": name, "us_per_call": us})
         print(f"  host time per eager call (batch 1, 4096): {name}: {us:.1f} us", flush=True)
 
-    configs = ((32, 4, 3), (64, 4, 2), (64, 4, 3), (64, 8, 3), (128, 4, 3), (128, 8, 3))
+    configs = ((32, 2, 3), (32, 4, 3), (64, 4, 2), (64, 4, 3), (64, 8, 3), (128, 4, 3),
+               (128, 8, 2), (128, 8, 3))
     cells = ((1, 4096), (1, 16384), (1, 32768), (4, 4096), (4, 16384), (4, 32768),
              (16, 1024), (16, 4096), (16, 32768), (64, 1024))
     saved = split._SPLIT_CONFIG, split._ONE_PASS_CONFIG
@@ -221,7 +257,7 @@ def sweep_splits(copy_bw: float) -> list[dict]:
         args = make_inputs(batch, context)
         kv_bytes = 2 * batch * context * NUM_KV_HEADS * HEAD_DIM * 2
         chosen = default_splits(args)
-        counts = sorted({1, 2, 4, 8, 12, 16, 24, 33, 48, 64, chosen})
+        counts = sorted({1, 2, 4, 8, 12, 16, 24, 33, 48, 64, 96, 128, chosen})
         found = []
         for n, config in itertools.product(counts, configs):
             if n > context // BLOCK_SIZE or (n == 1 and config != configs[0]):
@@ -291,7 +327,7 @@ def table(rows: list[dict], copy_bw: float) -> str:
         f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__}"
         f" | copy {copy_bw / 1e9:.0f} GB/s (read + write) | fp16, {NUM_HEADS} heads / "
         f"{NUM_KV_HEADS} KV heads, head_dim {HEAD_DIM}, block_size {BLOCK_SIZE} | "
-        + ("CUDA graph replays" if GRAPHS else "eager calls"),
+        + ("CUDA graph replays" if GRAPHS else "eager calls") + f" | L2 emptied by {FLUSH}",
         "",
         "| batch | context | K/V MiB | Triton µs | Triton GB/s | % of copy | SDPA µs "
         "| SDPA % of copy | Triton / SDPA | split-KV µs | splits | split-KV % of copy "
@@ -319,16 +355,19 @@ def main() -> None:
                         help="also time 04-05 split counts and stage-1 configs")
     parser.add_argument("--graphs", action="store_true",
                         help="time CUDA graph replays (GPU time), not eager calls")
+    parser.add_argument("--flush", choices=("read", "write"), default="read",
+                        help="empty L2 before each timed call by reading (default) or writing")
     parser.add_argument("--out", type=Path, help="folder for table.md and results.json")
     opts = parser.parse_args()
-    global GRAPHS
-    GRAPHS = opts.graphs
+    global GRAPHS, FLUSH
+    GRAPHS, FLUSH = opts.graphs, opts.flush
     if not torch.cuda.is_available():
         sys.exit("this benchmark needs a CUDA GPU")
     copy_bw = copy_bandwidth()
     print(f"copy bandwidth: {copy_bw / 1e9:.0f} GB/s", flush=True)
     results: dict = {"copy_gbps": copy_bw / 1e9, "device": torch.cuda.get_device_name(),
-                     "timing": "CUDA graph replay" if GRAPHS else "eager calls"}
+                     "timing": "CUDA graph replay" if GRAPHS else "eager calls",
+                     "l2_flush": FLUSH}
     if opts.sweep:
         results["sweep"] = sweep(copy_bw)
     if opts.sweep_splits:
