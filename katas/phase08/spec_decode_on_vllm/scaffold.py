@@ -2,8 +2,9 @@
 
 ``SpecCounters`` holds the four numbers vLLM keeps about speculation (the Prometheus counters
 ``vllm:spec_decode_num_drafts``, ``..._num_draft_tokens``, ``..._num_accepted_tokens`` and the
-per-position vector ``..._num_accepted_tokens_per_pos``). ``mini_vllm_ngram_run`` runs the same
-prompts through mini_vllm's n-gram speculation on the same checkpoint, for the comparison.
+per-position vector ``..._num_accepted_tokens_per_pos``). ``mini_vllm_spec_run`` runs the same
+prompts through mini_vllm's speculation (n-gram or a draft model) on the same checkpoint, for the
+comparison; ``write_truncated_checkpoint`` makes the draft model: the target's first layers.
 """
 
 from __future__ import annotations
@@ -48,10 +49,42 @@ class SpecDecodeRun:
     output_token_ids: list[list[int]]  # per request, in prompt order
 
 
-def mini_vllm_ngram_run(model_dir: str | Path, prompts: list[str] = PROMPTS,
-                        max_tokens: int = MAX_TOKENS, ngram: dict | None = None,
-                        ) -> SpecDecodeRun:
-    """The same greedy workload on mini_vllm (float32 numpy) with its n-gram proposer."""
+def write_truncated_checkpoint(model_dir: str | Path, target: str | Path,
+                               num_layers: int) -> Path:
+    """Write a copy of the Llama checkpoint at ``model_dir`` that keeps only its first
+    ``num_layers`` layers (embedding, final norm and LM head as they are) to ``target``: a
+    draft model vLLM can load, the same network as mini_vllm's ``truncated_model``."""
+    import json
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    from mini_vllm.models.loader import iterate_weights
+
+    source, target = Path(model_dir), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    kept = {}
+    for name, tensor in iterate_weights(source):
+        parts = name.split(".")
+        if parts[:2] == ["model", "layers"] and int(parts[2]) >= num_layers:
+            continue
+        kept[name] = tensor
+    save_file(kept, str(target / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((source / "config.json").read_text("utf-8"))
+    config["num_hidden_layers"] = num_layers
+    (target / "config.json").write_text(json.dumps(config, indent=2), "utf-8")
+    for extra in source.iterdir():  # tokenizer and generation files, as they are
+        if extra.is_file() and extra.suffix != ".safetensors" and extra.name != "config.json":
+            shutil.copy2(extra, target / extra.name)
+    return target
+
+
+def mini_vllm_spec_run(model_dir: str | Path, spec: dict | None = None,
+                       prompts: list[str] = PROMPTS, max_tokens: int = MAX_TOKENS,
+                       ) -> SpecDecodeRun:
+    """The same greedy workload on mini_vllm (float32 numpy), speculating as ``spec`` says
+    (``NGRAM`` by default; ``{"method": "draft_model", "num_speculative_tokens": k,
+    "draft_num_layers": n}`` drafts with the target's first ``n`` layers)."""
     import numpy as np
 
     from mini_vllm import LLMEngine, SamplingParams, SpeculativeConfig
@@ -62,13 +95,18 @@ def mini_vllm_ngram_run(model_dir: str | Path, prompts: list[str] = PROMPTS,
         def decode(self, token_ids):  # noqa: ANN001, ANN202
             return super().decode([t for t in token_ids if t < 256])
 
-    cfg = dict(ngram or NGRAM)
-    engine = LLMEngine(
-        model=load_model(model_dir, np.float32), tokenizer=_Tokenizer(),
-        speculative_config=SpeculativeConfig(
-            method=cfg["method"], num_speculative_tokens=cfg["num_speculative_tokens"],
+    cfg = dict(spec or NGRAM)
+    model = load_model(model_dir, np.float32)
+    if cfg["method"] == "ngram":
+        config = SpeculativeConfig(
+            method="ngram", num_speculative_tokens=cfg["num_speculative_tokens"],
             prompt_lookup_min=cfg["prompt_lookup_min"],
-            prompt_lookup_max=cfg["prompt_lookup_max"]))
+            prompt_lookup_max=cfg["prompt_lookup_max"])
+    else:
+        config = SpeculativeConfig(
+            method="draft_model", num_speculative_tokens=cfg["num_speculative_tokens"],
+            draft_model=model, draft_num_layers=cfg["draft_num_layers"])
+    engine = LLMEngine(model=model, tokenizer=_Tokenizer(), speculative_config=config)
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
     outs = engine.generate(prompts, params)
     s = engine.spec_decoding_stats

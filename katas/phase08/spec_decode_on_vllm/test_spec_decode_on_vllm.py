@@ -20,7 +20,8 @@ from katas.phase08.spec_decode_on_vllm.scaffold import (
     NGRAM,
     PROMPTS,
     SpecCounters,
-    mini_vllm_ngram_run,
+    mini_vllm_spec_run,
+    write_truncated_checkpoint,
 )
 from pytest_vllm_katas import assert_close, expect_raises
 from pytest_vllm_katas.live.fixtures import EngineConfig, LiveEngines
@@ -257,7 +258,7 @@ def test_live_counters_read_as_vllm_logs_them(impl, live_engines: LiveEngines) -
 def test_live_mini_vllm_accepts_what_vllm_accepts(impl, live_engines: LiveEngines) -> None:
     handle = live_engines.get(SPEC)
     vllm_run = _run(impl, live_engines, SPEC)
-    mini = mini_vllm_ngram_run(handle.model_path)
+    mini = mini_vllm_spec_run(handle.model_path)
     assert mini.output_token_ids == vllm_run.output_token_ids, (
         "same float32 checkpoint, greedy: mini_vllm's tokens must be vLLM's")
     v, m = vllm_run.counters, mini.counters
@@ -271,3 +272,39 @@ def test_live_mini_vllm_accepts_what_vllm_accepts(impl, live_engines: LiveEngine
     rate_v, rate_m = impl.acceptance_rate(v), impl.acceptance_rate(m)
     assert abs(rate_v - rate_m) <= 0.05, (
         f"acceptance rate: vLLM {rate_v:.3f}, mini_vllm {rate_m:.3f} (same tokens, same rule)")
+
+
+# The draft model: the target's own first layer (with its embedding, final norm and LM head).
+DRAFT_LAYERS = 1
+
+
+@pytest.fixture(scope="module")
+def draft_model_spec(tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
+    from pytest_vllm_katas.live.fixtures import model_path_for
+
+    draft = write_truncated_checkpoint(model_path_for("tiny"), tmp_path_factory.mktemp("draft"),
+                                       DRAFT_LAYERS)
+    spec = {"method": "draft_model", "model": str(draft), "num_speculative_tokens": K}
+    return EngineConfig(model="tiny", dtype="float32", enable_prefix_caching=False,
+                        speculative_config=tuple(sorted(spec.items())))
+
+
+@pytest.mark.live
+def test_live_draft_model_is_lossless_and_accepts_what_mini_vllm_accepts(
+        impl, live_engines: LiveEngines, draft_model_spec: EngineConfig) -> None:
+    base = _run(impl, live_engines, BASE)
+    spec = _run(impl, live_engines, draft_model_spec)
+    c = spec.counters
+    assert c.num_drafts > 0 and sum(c.accepted_per_pos) == c.num_accepted_tokens, (
+        f"a draft-model engine drafts on every decode step: measured {c}")
+    assert spec.output_token_ids == base.output_token_ids, (
+        "greedy speculation is lossless: vLLM's tokens with a one-layer draft model must be the "
+        "plain engine's, token for token")
+    mini = mini_vllm_spec_run(live_engines.get(BASE).model_path, {
+        "method": "draft_model", "num_speculative_tokens": K, "draft_num_layers": DRAFT_LAYERS})
+    assert mini.output_token_ids == base.output_token_ids, (
+        "mini_vllm with the same one-layer draft must also give the plain engine's tokens")
+    rate_v, rate_m = impl.acceptance_rate(c), impl.acceptance_rate(mini.counters)
+    assert abs(rate_v - rate_m) <= 0.05, (
+        f"acceptance rate with the same draft network: vLLM {rate_v:.3f} ({c}), mini_vllm "
+        f"{rate_m:.3f} ({mini.counters})")
