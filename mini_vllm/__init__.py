@@ -12,6 +12,7 @@ injection points that let a learner's block pool, scheduler, sampler or step dri
 
 from __future__ import annotations
 
+from mini_vllm.beam_search import BeamSearchParams, beam_search
 from mini_vllm.block_pool import (
     BlockPool,
     FreeKVCacheBlockQueue,
@@ -41,6 +42,7 @@ def __getattr__(name: str) -> type:
 __all__ = [
     "EOS_TOKEN_ID",
     "VOCAB_SIZE",
+    "BeamSearchParams",
     "BlockPool",
     "ByteTokenizer",
     "ControlPlanePolicy",
@@ -63,6 +65,7 @@ __all__ = [
     "ToyModel",
     "apply_top_k",
     "apply_top_p",
+    "beam_search",
     "engine_step",
     "hash_block_tokens",
     "softmax",

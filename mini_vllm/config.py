@@ -82,6 +82,34 @@ def get_policy(policy: str | ControlPlanePolicy) -> ControlPlanePolicy:
     )
 
 
+# -- random generators (phase 09) ------------------------------------------------------------
+
+#: How a sampled request gets its random numbers: ``LLMEngine(generators=...)``.
+GENERATOR_MODES = ("per_call", "per_request")
+
+
+def get_generator_mode(mode: str) -> str:
+    """``mode`` itself if it is one of :data:`GENERATOR_MODES`; ``ValueError`` otherwise.
+
+    ``"per_call"`` (the default; every lab number of phases 00-03 is pinned to it): the sampler
+    builds ``np.random.default_rng(params.seed)`` on every call, so a seeded request reuses its
+    first uniform number at every step, and an unseeded one draws fresh OS entropy.
+
+    ``"per_request"`` (upstream's rule, in v0.22.1 as in 0.32): a seeded request at temperature
+    > 0 owns one ``np.random.Generator``, made from its seed when the engine accepts it, advanced
+    by each draw, kept while the request is preempted, and dropped when it finishes; unseeded
+    requests draw from the engine's generator (``default_rng(seed)``, the engine's ``seed``).
+    See ``mini_vllm/sample/generators.py``.
+
+    The ``"vllm-0.32"`` policy preset does not switch this on: per-request generators are not one
+    of the rules 0.32 changed (v0.22.1 has them too); the course simplified them away. Choose the
+    two independently.
+    """
+    if isinstance(mode, str) and mode in GENERATOR_MODES:
+        return mode
+    raise ValueError(f"generators must be one of {GENERATOR_MODES}, got {mode!r}")
+
+
 # -- speculative decoding (phase 08) ---------------------------------------------------------
 
 _SPEC_METHODS = ("ngram", "draft_model")

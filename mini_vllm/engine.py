@@ -8,7 +8,7 @@ Constructor knobs and defaults (all keyword-only)::
 
     LLMEngine(num_blocks=4096, block_size=16, enable_caching=True,
               max_num_seqs=256, max_num_batched_tokens=2048, long_prefill_token_threshold=0,
-              seed=0, policy="course", ...injection points below...)
+              seed=0, policy="course", generators="per_call", ...injection points below...)
 
 ``policy`` picks the control-plane rules (``mini_vllm/config.py``): ``"course"`` (the default,
 vLLM v0.22.1's rules, which every lab number is pinned to), ``"vllm-0.32"`` (the four rules vLLM
@@ -17,6 +17,17 @@ differ from the course reach the parts below, as extra keywords (the pool's and 
 constructors; ``allocate_slots(..., full_sequence_must_fit=True)`` at admission): a learner's
 part that lacks them works as before under the course, and raises ``TypeError`` under a policy
 that needs them.
+
+``generators`` picks where a sampled request's random numbers come from (``mini_vllm/config.py:
+get_generator_mode``): ``"per_call"`` (the default, which phases 00-03 pin numbers on: the stock
+``Sampler`` builds ``default_rng(params.seed)`` on every call) or ``"per_request"`` (upstream's
+rule: a seeded request at temperature > 0 owns one generator, made when ``add_request`` accepts
+it, advanced by each of its draws, kept through preemption, dropped when it finishes or is
+aborted; unseeded requests draw from the engine's generator ``default_rng(seed)``). The state is
+``request_generators`` (``mini_vllm/sample/generators.py``); the sampler is wrapped so that its
+``sample`` gets ``generator=``, so it must accept that keyword. Under ``"per_request"`` with
+speculative decoding the rejection sampler draws from the same generator. The policy presets do
+not imply it.
 
 Injection points — how a kata runs the whole engine on a learner's part. Each replaces one organ;
 the rest of the engine is unchanged, so the result can be compared token for token with a stock
@@ -76,7 +87,8 @@ children. They are ordinary requests to the scheduler: the first one admitted pr
 prompt, the others hit its full blocks through prefix caching. ``generate`` returns a
 :class:`~mini_vllm.parallel_sampling.ParallelRequestOutput` (``outputs``: the n children's
 ``RequestOutput`` s, in index order) for such a prompt, and the flat ``RequestOutput`` as before
-for ``n == 1``.
+for ``n == 1``. Beam search runs outside the engine, as upstream: ``mini_vllm/beam_search.py``
+sends every live beam as a one-token request (``LLM.beam_search``).
 
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
 in-flight request keeps being served; ``generate`` vets all of its prompts before queuing any.
@@ -94,7 +106,12 @@ from typing import Any
 import numpy as np
 
 from mini_vllm.attention import AttentionBackend
-from mini_vllm.config import ControlPlanePolicy, SpeculativeConfig, get_policy
+from mini_vllm.config import (
+    ControlPlanePolicy,
+    SpeculativeConfig,
+    get_generator_mode,
+    get_policy,
+)
 from mini_vllm.kv_cache import KVCacheManager, cdiv
 from mini_vllm.model import ToyModel
 from mini_vllm.model_runner import ModelRunner
@@ -107,6 +124,7 @@ from mini_vllm.request import (
     check_sampling_params,
     next_request_id,
 )
+from mini_vllm.sample.generators import GeneratorSampler, RequestGenerators
 from mini_vllm.sampler import Sampler
 from mini_vllm.scheduler import Scheduler, check_scheduler_output
 from mini_vllm.spec_decode import (
@@ -223,8 +241,10 @@ class LLMEngine:
         attn_backend: AttentionBackend | None = None,
         cudagraph_capture_sizes: Sequence[int] | None = None,
         speculative_config: SpeculativeConfig | None = None,
+        generators: str = "per_call",
     ) -> None:
         self.policy = get_policy(policy)
+        self.generator_mode = get_generator_mode(generators)
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
@@ -239,6 +259,11 @@ class LLMEngine:
             sampler = Sampler()
         elif not hasattr(sampler, "sample"):
             sampler = _FunctionSampler(sampler)
+        #: Per-request generators (``generators="per_request"``), else ``None``.
+        self.request_generators: RequestGenerators | None = None
+        if self.generator_mode == "per_request":
+            self.request_generators = RequestGenerators(seed)
+            sampler = GeneratorSampler(sampler, self.request_generators)
         self.sampler = sampler
         kv_factory = kv_cache_manager_cls or KVCacheManager
         self.kv_cache_manager = kv_factory(
@@ -329,6 +354,8 @@ class LLMEngine:
             vocab_size=self.vocab_size,
         )
         self.scheduler.add_request(request)  # refuses an id that is still in flight
+        if self.request_generators is not None:
+            self.request_generators.add(request.request_id, params)
         return request.request_id
 
     def _add_parent_request(self, token_ids: list[int], params: SamplingParams,
@@ -355,6 +382,9 @@ class LLMEngine:
                 self.scheduler.abort_request(child.request_id)
             raise
         self.parent_requests[parent_id] = parent
+        if self.request_generators is not None:
+            for child in children:
+                self.request_generators.add(child.request_id, child.sampling_params)
         return parent_id
 
     def _vet(self, prompt: object, sampling_params: object) -> tuple[list[int], SamplingParams]:
@@ -409,9 +439,19 @@ class LLMEngine:
         """Abort an unfinished request; for a parent id, every unfinished child (returned)."""
         parent = self.parent_requests.pop(request_id, None)
         if parent is None:
-            return self.scheduler.abort_request(request_id)
-        return [self.scheduler.abort_request(cid) for cid in parent.child_request_ids
-                if self.scheduler._find(cid) is not None]
+            aborted = self.scheduler.abort_request(request_id)
+            self._drop_generators([aborted])
+            return aborted
+        children = [self.scheduler.abort_request(cid) for cid in parent.child_request_ids
+                    if self.scheduler._find(cid) is not None]
+        self._drop_generators(children)
+        return children
+
+    def _drop_generators(self, requests: Iterable[Request]) -> None:
+        """Finished requests give their generators back (ids are recycled)."""
+        if self.request_generators is not None:
+            for request in requests:
+                self.request_generators.finish(request.request_id)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests()
@@ -426,6 +466,7 @@ class LLMEngine:
         else:
             finished = self._step_fn(self.scheduler, self.model, self.sampler)
         self.num_steps += 1
+        self._drop_generators(finished)
         return finished
 
     def _spec_step(self) -> list[Request]:
@@ -448,8 +489,11 @@ class LLMEngine:
             if not drafts:
                 sampled[request.request_id] = [sample_request(self.sampler, logits[-1], request)]
                 continue
-            rng = (self._spec_rng if params.seed is None
-                   else np.random.default_rng([params.seed, request.num_tokens]))
+            rng = (self.request_generators.get(request.request_id, params)
+                   if self.request_generators is not None else None)
+            if rng is None:
+                rng = (self._spec_rng if params.seed is None
+                       else np.random.default_rng([params.seed, request.num_tokens]))
             tokens = self.rejection_sampler(drafts, logits, params, rng=rng)
             stats.observe_draft(len(drafts), len(tokens) - 1)
             sampled[request.request_id] = tokens

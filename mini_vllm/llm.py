@@ -8,6 +8,9 @@ and runs everything through :class:`~mini_vllm.engine.LLMEngine`::
     out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
                    SamplingParams(max_tokens=30, temperature=0.0))
     print(out[0].text)   # The capital of France is Paris.
+
+``LLM.beam_search(prompts, BeamSearchParams(beam_width=4, max_tokens=20))`` runs vLLM's beam
+search emulation on the same engine (``mini_vllm/beam_search.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mini_vllm.beam_search import BeamSearchOutput, BeamSearchParams, beam_search
 from mini_vllm.engine import LLMEngine, RequestOutput
 from mini_vllm.kv_cache import cdiv
 from mini_vllm.models.loader import load_model
@@ -68,6 +72,15 @@ class LLM:
     ) -> list[RequestOutput]:
         """Complete raw prompts (text or token ids); one output per prompt, in order."""
         return self.engine.generate(prompts, sampling_params)
+
+    def beam_search(
+        self,
+        prompts: str | Sequence[str] | Sequence[Sequence[int]],
+        params: BeamSearchParams,
+    ) -> list[BeamSearchOutput]:
+        """Beam search (upstream ``LLM.beam_search``): one ``BeamSearchOutput`` per prompt, its
+        best ``params.beam_width`` sequences first; see :mod:`mini_vllm.beam_search`."""
+        return beam_search(self.engine, prompts, params)
 
     def chat(
         self,

@@ -24,11 +24,14 @@ learner sampler must agree with this one token for token):
    equal probabilities keep index order), keep the shortest prefix whose cumulative sum reaches
    ``p``; the token that crosses ``p`` is kept. Disabled when ``p >= 1``.
 5. softmax (max-subtracted, so logits of 1000+ do not overflow) over the survivors.
-6. exactly one draw: ``int(np.random.default_rng(seed).choice(len(probs), p=probs))``.
+6. exactly one draw: ``int(np.random.default_rng(seed).choice(len(probs), p=probs))``, or
+   ``int(generator.choice(len(probs), p=probs))`` when a ``generator`` is passed.
 
-Trap, stated once: the generator is created per call from ``params.seed``. With a fixed seed every
-step of a request reuses the same uniform number; that is reproducible (what the tests need) but
-not a proper per-request random stream. Real vLLM keeps one generator per request.
+Trap, stated once: by default the generator is created per call from ``params.seed``. With a fixed
+seed every step of a request reuses the same uniform number; that is reproducible (what the tests
+need) but not a proper per-request random stream. Real vLLM keeps one generator per request:
+``LLMEngine(generators="per_request")`` does too, and hands it to ``sample(..., generator=...)``
+(``mini_vllm/sample/generators.py``). Without ``generator`` nothing changes.
 
 Not covered: speculative decoding's draft verification (``RejectionSampler``) does not apply the
 phase 09 knobs, so an engine with ``speculative_config`` refuses a request that sets any of them.
@@ -83,15 +86,18 @@ def apply_top_p(logits: np.ndarray, p: float) -> np.ndarray:
 
 
 class Sampler:
-    """``sample(logits, params, request=None) -> int``.
+    """``sample(logits, params, request=None, generator=None) -> int``.
 
     ``params`` needs temperature, top_k, top_p, seed; the phase 09 knobs (min_p, penalties,
     bad_words, min_tokens, logit_bias) are read with their "off" defaults when absent.
     ``request`` (anything with ``prompt_token_ids``, ``output_token_ids``, ``eos_token_id``) is
     needed only by the knobs that read tokens; ``ValueError`` if one of those is on without it.
+    ``generator``: draw from it (advancing it by one draw) instead of building
+    ``default_rng(params.seed)``; ignored at temperature 0, where nothing is drawn.
     """
 
-    def sample(self, logits: np.ndarray, params: Any, request: Any = None) -> int:
+    def sample(self, logits: np.ndarray, params: Any, request: Any = None,
+               generator: np.random.Generator | None = None) -> int:
         x = self.apply_logits_processors(np.asarray(logits, dtype=np.float64), params, request)
         if params.temperature == 0.0:
             return int(np.argmax(x))
@@ -100,7 +106,7 @@ class Sampler:
         x = apply_top_k(x, params.top_k)
         x = apply_top_p(x, params.top_p)
         probs = softmax(x)
-        rng = np.random.default_rng(params.seed)
+        rng = generator if generator is not None else np.random.default_rng(params.seed)
         return int(rng.choice(probs.size, p=probs))
 
     __call__ = sample

@@ -11,6 +11,9 @@ engine returns for each candidate sequence.
 * ``DenseStepModel``: a real network (mini_vllm's seeded tiny Llama), run on the whole sequence.
 * ``restricted``: any step model, renormalised over a few allowed tokens, so that a search can
   be checked against trying every sequence.
+* ``EngineStepModel``: mini_vllm's whole engine as a step model, each sequence one request, as
+  vLLM's beam search sends each live beam (so your search can be compared with
+  ``mini_vllm.beam_search``, which drives the engine the same way).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mini_vllm.attention import AttentionMetadata
+from mini_vllm.engine import sample_request
+from mini_vllm.request import SamplingParams
 
 #: ``step(tokens) -> log-probs``: ``tokens`` is the prompt plus everything generated so far.
 StepModel = Callable[[tuple[int, ...]], np.ndarray]
@@ -140,3 +145,40 @@ def restricted(step: StepModel, allowed: Iterable[int]) -> StepModel:
         return out
 
     return step_restricted
+
+
+class EngineStepModel:
+    """A ``mini_vllm.LLMEngine`` as a step model.
+
+    Each call sends the sequence to the engine as one greedy request for a single token (what
+    vLLM's beam search does with every live beam) and answers the log-softmax of the raw logits
+    the engine computed for the sequence's last token. The engine serves it through its paged KV
+    cache: with prefix caching on (the default), a sequence that extends an earlier one reuses
+    that one's full blocks. ``requests`` counts the calls.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.requests = 0
+        self._rows: dict[str, np.ndarray] = {}
+        engine.sampler = _RecordingSampler(engine.sampler, self._rows)
+
+    def __call__(self, tokens: tuple[int, ...]) -> np.ndarray:
+        self.requests += 1
+        params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+        (out,) = self.engine.generate([[int(t) for t in tokens]], params)
+        return self._rows.pop(out.request_id)
+
+
+class _RecordingSampler:
+    """Samples as the engine's sampler does; keeps each request's log-probs on the way."""
+
+    def __init__(self, sampler: Any, rows: dict[str, np.ndarray]) -> None:
+        self.sampler = sampler
+        self.rows = rows
+
+    def sample(self, logits: Any, params: Any, request: Any = None) -> int:
+        if request is None:
+            return int(self.sampler.sample(logits, params))
+        self.rows[request.request_id] = log_softmax(logits)
+        return sample_request(self.sampler, logits, request)

@@ -16,8 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from katas.phase09.beam_search.scaffold import DenseStepModel, StepModel, restricted, table_model
+from katas.phase09.beam_search.scaffold import (
+    DenseStepModel,
+    EngineStepModel,
+    StepModel,
+    restricted,
+    table_model,
+)
 from mini_vllm import LLMEngine, SamplingParams
+from mini_vllm.beam_search import BeamSearchParams
+from mini_vllm.beam_search import beam_search as engine_beam_search
 from mini_vllm.tokenizer import EOS_TOKEN_ID
 from pytest_vllm_katas import assert_close, expect_raises
 
@@ -475,3 +483,23 @@ def test_exhaustive_search_agrees_when_the_beam_is_wide_enough(impl, llama: Dens
         f"test premise: width 1 misses the best sequence {truth[0][0]} here (it found "
         f"{narrow[0][0]})"
     )
+
+
+@pytest.mark.parametrize(("text", "width", "alpha"), [
+    ("hello world", 2, 0.0), ("hello world", 3, 1.0), ("abc", 4, 0.0)])
+def test_your_search_on_the_engine_equals_mini_vllms(impl, tiny_llama: Any, text: str,
+                                                     width: int, alpha: float) -> None:
+    # mini_vllm ships vLLM's beam search too (mini_vllm.beam_search): every live beam a one-token
+    # request on the engine. Your search, asking the same engine through EngineStepModel, must
+    # return the same hypotheses in the same order with the same scores.
+    prompt = tuple(text.encode())
+    step = EngineStepModel(LLMEngine(model=tiny_llama, block_size=4))
+    got = beams(impl, step, prompt, width=width, max_tokens=6, eos=EOS_TOKEN_ID, alpha=alpha)
+    (theirs,) = engine_beam_search(LLMEngine(model=tiny_llama, block_size=4), [list(prompt)],
+                                   BeamSearchParams(width, 6, length_penalty=alpha))
+    want = [(tuple(s.output_token_ids), s.cum_logprob) for s in theirs.sequences]
+    assert [t for t, _ in got] == [t for t, _ in want], (
+        f"{text!r}, width {width}, length penalty {alpha}: mini_vllm.beam_search returns "
+        f"{[t for t, _ in want]}, yours {[t for t, _ in got]}")
+    assert_close([s for _, s in got], [s for _, s in want], cause=REORDERED,
+                 what="cum_logprob of each hypothesis, yours vs mini_vllm's")

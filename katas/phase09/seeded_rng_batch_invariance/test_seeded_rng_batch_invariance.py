@@ -299,3 +299,25 @@ def test_engine_same_seed_same_output_different_seed_differs(impl, tiny_llama: A
         f"two requests with seed {SEED_A} and one prompt gave {out['A']} and {out['A2']}: "
         "each must own a generator made from its seed")
     assert out["A"] != out["A3"], f"seeds {SEED_A} and {SEED_A + 1} gave the same {out['A']}"
+
+
+def test_engine_your_sampler_equals_the_stock_per_request_mode(impl, tiny_llama: Any) -> None:
+    # mini_vllm's engine has the same rule built in: LLMEngine(generators="per_request") gives
+    # each seeded request one generator and unseeded ones the engine's default_rng(seed). Your
+    # sampler, plugged in through EngineSampler, must produce exactly its tokens.
+    workload = _mixed(["B", "C", "A", "D"])
+    for engine_kw in ({}, {"num_blocks": 14, "max_num_batched_tokens": 8}):
+        yours, _ = _run(impl, tiny_llama, workload, **engine_kw)
+        kw = {"num_blocks": 64, "block_size": BLOCK, "enable_caching": False} | engine_kw
+        stock = LLMEngine(model=tiny_llama, generators="per_request", seed=0, **kw)
+        for rid, prompt, seed in workload:
+            stock.add_request(prompt, _params(seed), request_id=rid)
+        theirs: dict[str, list[int]] = {}
+        for _ in range(200):
+            theirs.update({r.request_id: list(r.output_token_ids) for r in stock.step()})
+            if not stock.has_unfinished_requests():
+                break
+        assert yours == theirs, (
+            f"engine {engine_kw or 'default'}: your sampler gave {yours}, mini_vllm's "
+            f"per_request mode {theirs}: seeded B and A, unseeded C (the shared generator, "
+            "seed 0, drawn in the engine's order) and greedy D must all agree")
