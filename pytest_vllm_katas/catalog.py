@@ -40,6 +40,8 @@ PHASE_TITLES = {
     "phase03": "Continuous batching & the scheduler",
     "phase04": "Attention backends",
     "phase05": "CUDA graphs & torch.compile",
+    "phase06": "Quantization",
+    "phase07": "GEMM & MoE kernels",
     "phase08": "Speculative decoding",
     "phase09": "Sampling & decoding algorithms",
     "phase17": "Hardware platforms",
