@@ -2,8 +2,8 @@
 
 Upstream twin: ``vllm/model_executor/models/registry.py`` (``ModelRegistry``: the built-in table,
 ``register_model`` for out-of-tree architectures, ``resolve_model_cls``). Upstream imports each
-class lazily from a ``(module, class)`` pair; mini_vllm has one numpy architecture, imported
-directly.
+class lazily from a ``(module, class)`` pair; mini_vllm's numpy architectures (Llama, and Mixtral
+for phase 07's mixture of experts) are imported directly.
 
 A model class is built as ``cls(config: dict, dtype)`` and offers what ``loader.load_model`` and
 the model runner call: ``load_weights``, ``named_parameters``, ``forward``, ``compute_logits``.
@@ -12,9 +12,11 @@ the model runner call: ``load_weights``, ``named_parameters``, ``forward``, ``co
 from __future__ import annotations
 
 from mini_vllm.models.llama import LlamaForCausalLM
+from mini_vllm.models.mixtral import MixtralForCausalLM
 
 _MODELS: dict[str, type] = {
     "LlamaForCausalLM": LlamaForCausalLM,
+    "MixtralForCausalLM": MixtralForCausalLM,
 }
 
 

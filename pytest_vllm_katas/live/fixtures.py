@@ -169,7 +169,7 @@ def _env(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _guard_llvmlite() -> None:
+def guard_llvmlite() -> None:
     """Let vLLM start after numba has been loaded in this process.
 
     At start-up vLLM 0.32 (``triton_utils/dispatcher.py``) scans every loaded module's
@@ -198,7 +198,7 @@ def _guard_llvmlite() -> None:
 def start_engine(config: EngineConfig) -> EngineHandle:
     """Start one in-process ``vllm.LLM`` for ``config`` (no caching; see ``LiveEngines``)."""
     path = model_path_for(config.model)
-    _guard_llvmlite()
+    guard_llvmlite()
     # The CPU platform reads VLLM_CPU_KVCACHE_SPACE while the config is resolved, in this
     # process; it overrides any kv_cache_memory_bytes argument.
     mp = "0" if config.inprocess else "1"

@@ -1,0 +1,1 @@
+"""Layers shared by mini_vllm's model architectures (upstream: ``vllm/model_executor/layers``)."""
