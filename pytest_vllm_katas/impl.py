@@ -70,6 +70,28 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadgroup = True
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Worker side: put each grouped test's ``@group`` suffix on its node id.
+
+    pytest-xdist (3.8) does this by assigning ``item._nodeid``; pytest 9.2 keeps the id in
+    ``item._id`` instead, so the suffix is lost and ``--dist loadgroup`` spreads a group over
+    every worker (each then pays for the group's expensive session fixture). Where xdist's own
+    suffix took, there is nothing to do.
+    """
+    if not getattr(config, "workerinput", None) or not config.getvalue("loadgroup"):
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id
+    except ImportError:  # an older pytest: xdist's assignment works there
+        return
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """Controller side (pytest-xdist): tell each worker that groups are on."""

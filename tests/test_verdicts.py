@@ -104,15 +104,24 @@ def add(a, b):
     while True:
         time.sleep(0.01)
 """, tests=THREE_TESTS)
+    # The time limit per test is far above the wait below: a Ctrl-C that was swallowed shows
+    # as a run still going, not as a run the time limit happened to end.
     child = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:randomly", "--impl=mine",
-                              "katas"], cwd=pytester.path, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+                              "--katas-timeout=3600", "katas"], cwd=pytester.path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Generous waits: these are hang guards, not timings (a loaded 2-core CI machine once took
+    # over 60 s to wind a run down).
+    deadline = time.monotonic() + 300
     while not started.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)
     assert started.exists(), "the looping test never started"
     child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=60)
+    try:
+        out, _ = child.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, _ = child.communicate()
+        pytest.fail(f"pytest was still running 300 s after Ctrl-C:\n{out[-2000:]}")
     assert "KeyboardInterrupt" in out
     entry = stored(pytester)["phase00/demo"]
     assert entry["status"] != "passed" and entry["passed"] == 0, entry
