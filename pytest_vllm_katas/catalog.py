@@ -44,6 +44,8 @@ PHASE_TITLES = {
     "phase07": "GEMM & MoE kernels",
     "phase08": "Speculative decoding",
     "phase09": "Sampling & decoding algorithms",
+    "phase10": "Distributed inference",
+    "phase11": "Multi-LoRA",
     "phase17": "Hardware platforms",
 }
 
