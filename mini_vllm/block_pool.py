@@ -31,18 +31,24 @@ BlockHash = int
 _ROOT_PARENT_HASH = 0
 
 
-def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Sequence[int]) -> BlockHash:
+def hash_block_tokens(parent_hash: BlockHash | None, token_ids: Sequence[int],
+                      extra_keys: tuple[int | str, ...] | None = None) -> BlockHash:
     """Chain a block's tokens onto its parent's hash.
 
     Chaining makes a hit on block k imply blocks 0..k match too: ``ab|cd`` and ``xy|cd`` share the
     second block's tokens but not its hash. Python's ``hash`` of a tuple of ints is not salted,
     but before Python 3.12 ``hash(None)`` is derived from None's address, so the first block's
     missing parent is replaced by a fixed int: the hash is then stable across processes.
-    Upstream adds ``extra_keys`` (LoRA id, multimodal hashes, cache salt) and uses SHA-256 by
-    default; we keep only the chain.
+    Upstream uses SHA-256 by default; we keep the chain and ``extra_keys``: what else the
+    block's K/V depends on (upstream: the LoRA adapter, multimodal hashes, cache salt). mini_vllm
+    passes ``("lora", lora_int_id)`` for a request with an adapter (``KVCacheManager``), so KV
+    computed under one adapter is never a hit for another or for the base model. ``None`` (every
+    request without an adapter) hashes exactly as before.
     """
     parent = _ROOT_PARENT_HASH if parent_hash is None else parent_hash
-    return hash((parent, tuple(int(t) for t in token_ids)))
+    if extra_keys is None:
+        return hash((parent, tuple(int(t) for t in token_ids)))
+    return hash((parent, tuple(int(t) for t in token_ids), tuple(extra_keys)))
 
 
 # eq=False: blocks compare by identity. A generated __eq__/__repr__ would walk prev/next links

@@ -90,6 +90,20 @@ prompt, the others hit its full blocks through prefix caching. ``generate`` retu
 for ``n == 1``. Beam search runs outside the engine, as upstream: ``mini_vllm/beam_search.py``
 sends every live beam as a one-token request (``LLM.beam_search``).
 
+Multi-LoRA, opt-in (phase 11): ``lora_config=LoRAConfig(max_loras=..., max_lora_rank=...)``
+(``mini_vllm/lora``; default ``None``, and then nothing below happens). ``add_request(...,
+lora_request=LoRARequest(name, id, path))`` and ``generate(..., lora_request=...)`` (one for all
+prompts, or a list with ``None`` for base rows) run a request with a peft adapter, loaded and
+checked when the request is added. The scheduler admits a request only if its adapter can get
+one of the ``max_loras`` slots (else it waits, without blocking the requests behind it); a
+running request pins its adapter, so it is never evicted under it. The runner activates each
+step's adapters in the slot cache and every targeted projection of the model adds each row's
+delta (``mini_vllm/lora/punica.py``). Prefix caching keys blocks on the adapter id too, so no
+block is shared across adapters. Injection points: ``LoRAConfig.slot_cache_cls`` (kata 11-04's
+``AdapterSlotCache``) and ``LoRAConfig.lora_linear`` (kata 11-01's ``apply_batched``). It needs a
+real model (``mini_vllm.models``) and cannot be combined with ``speculative_config`` or
+``step_fn``; ``engine.lora_manager`` and ``engine.lora_slots`` expose its state.
+
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
 in-flight request keeps being served; ``generate`` vets all of its prompts before queuing any.
 A scheduler whose output the engine cannot execute raises ``SchedulerContractError`` from
@@ -113,6 +127,8 @@ from mini_vllm.config import (
     get_policy,
 )
 from mini_vllm.kv_cache import KVCacheManager, cdiv
+from mini_vllm.lora.models import LoRAConfig, LoRAModelManager, make_slot_cache
+from mini_vllm.lora.request import LoRARequest
 from mini_vllm.model import ToyModel
 from mini_vllm.model_runner import ModelRunner
 from mini_vllm.parallel_sampling import ParallelRequestOutput, ParentRequest
@@ -242,6 +258,7 @@ class LLMEngine:
         cudagraph_capture_sizes: Sequence[int] | None = None,
         speculative_config: SpeculativeConfig | None = None,
         generators: str = "per_call",
+        lora_config: LoRAConfig | None = None,
     ) -> None:
         self.policy = get_policy(policy)
         self.generator_mode = get_generator_mode(generators)
@@ -297,6 +314,34 @@ class LLMEngine:
         self.spec_decoding_stats: SpecDecodingStats | None = None
         if speculative_config is not None:
             self._init_spec_decode(speculative_config, seed)
+        #: Multi-LoRA state (``lora_config``); ``None`` without it.
+        self.lora_config = lora_config
+        self.lora_manager: LoRAModelManager | None = None
+        self.lora_slots: Any = None
+        if lora_config is not None:
+            self._init_lora(lora_config)
+
+    def _init_lora(self, config: LoRAConfig) -> None:
+        if not isinstance(config, LoRAConfig):
+            raise ValueError(f"lora_config must be a LoRAConfig or None, got {config!r}")
+        if not hasattr(self.model, "compute_logits") or not hasattr(self.model, "model"):
+            raise ValueError("LoRA adapts a real model's projections (mini_vllm.models), not the "
+                             "toy model")
+        if self.speculative_config is not None or self._step_fn is not None:
+            raise ValueError("lora_config cannot be combined with speculative_config or step_fn")
+        self.lora_slots = make_slot_cache(config)
+        self.scheduler.lora_slots = self.lora_slots
+        self.lora_manager = LoRAModelManager(self.model, config, self.lora_slots)
+        self.model_runner.lora_manager = self.lora_manager
+
+    def _vet_lora(self, lora_request: object) -> LoRARequest | None:
+        """The adapter a new request names, loaded and checked (``ValueError`` otherwise)."""
+        if lora_request is None:
+            return None
+        if self.lora_manager is None:
+            raise ValueError("lora_request needs an engine built with lora_config=LoRAConfig(...)")
+        self.lora_manager.add_adapter(lora_request)  # type: ignore[arg-type]
+        return lora_request  # type: ignore[return-value]
 
     def _init_spec_decode(self, config: SpeculativeConfig, seed: int) -> None:
         if not isinstance(config, SpeculativeConfig):
@@ -333,8 +378,12 @@ class LLMEngine:
         sampling_params: SamplingParams | None = None,
         *,
         request_id: str | None = None,
+        lora_request: LoRARequest | None = None,
     ) -> str:
         """Validate, enqueue, return the request id.
+
+        ``lora_request`` runs the request with that adapter (needs ``lora_config``); ``None``:
+        the base model.
 
         By default the id is drawn for you (``'req-<n>'``, process-global). An explicit
         ``request_id`` (upstream makes the caller pass one) must not belong to an unfinished
@@ -345,13 +394,14 @@ class LLMEngine:
         the children as they finish.
         """
         token_ids, params = self._vet(prompt, sampling_params)
+        lora_request = self._vet_lora(lora_request)
         if params.n > 1:
-            return self._add_parent_request(token_ids, params, request_id)
+            return self._add_parent_request(token_ids, params, request_id, lora_request)
         # Request re-checks what it is given (it is also built directly, by katas and benchmarks);
         # on vetted input that is one cheap pass over the prompt.
         request = Request(
             token_ids, params, request_id=request_id, eos_token_id=self.tokenizer.eos_token_id,
-            vocab_size=self.vocab_size,
+            vocab_size=self.vocab_size, lora_request=lora_request,
         )
         self.scheduler.add_request(request)  # refuses an id that is still in flight
         if self.request_generators is not None:
@@ -359,7 +409,8 @@ class LLMEngine:
         return request.request_id
 
     def _add_parent_request(self, token_ids: list[int], params: SamplingParams,
-                            request_id: str | None) -> str:
+                            request_id: str | None,
+                            lora_request: LoRARequest | None = None) -> str:
         if request_id is not None and (not isinstance(request_id, str) or not request_id):
             raise ValueError(f"request_id must be a non-empty str or None, got {request_id!r}")
         parent_id = request_id if request_id is not None else next_request_id()
@@ -369,7 +420,8 @@ class LLMEngine:
         parent = ParentRequest(parent_id, params)
         children = [
             Request(token_ids, child_params, request_id=child_id,
-                    eos_token_id=self.tokenizer.eos_token_id, vocab_size=self.vocab_size)
+                    eos_token_id=self.tokenizer.eos_token_id, vocab_size=self.vocab_size,
+                    lora_request=lora_request)
             for child_id, child_params in (parent.get_child_info(i) for i in range(parent.n))
         ]
         added: list[Request] = []
@@ -524,12 +576,15 @@ class LLMEngine:
         self,
         prompts: Sequence[str | Sequence[int]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput | ParallelRequestOutput]:
         """Run prompts to completion; one result per prompt, in prompt order: a
         ``RequestOutput``, or a ``ParallelRequestOutput`` for a prompt sampled ``n > 1`` times.
 
         ``sampling_params`` is one object for all prompts or a list with one per prompt. Requests
-        added earlier with ``add_request`` keep being served while this runs.
+        added earlier with ``add_request`` keep being served while this runs. ``lora_request``
+        (needs ``lora_config``): one adapter for every prompt, or a list with one per prompt
+        (``None`` for the base model), as upstream's ``LLM.generate``.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -549,8 +604,22 @@ class LLMEngine:
                 f"sampling_params must be a SamplingParams, a list with one per prompt, or None, "
                 f"got {sampling_params!r}"
             )
+        if lora_request is None or isinstance(lora_request, LoRARequest):
+            lora_list: list[Any] = [lora_request] * len(prompts)
+        elif isinstance(lora_request, Sequence) and not isinstance(lora_request, str):
+            lora_list = list(lora_request)
+            if len(lora_list) != len(prompts):
+                raise ValueError(f"got {len(lora_list)} lora requests for {len(prompts)} prompts")
+        else:
+            raise ValueError(f"lora_request must be a LoRARequest, a list with one per prompt, "
+                             f"or None, got {lora_request!r}")
         # All or nothing: vet every prompt before queuing any, so a bad third prompt does not
         # leave the first two running with no caller waiting for them.
+        for index, lora in enumerate(lora_list):
+            try:
+                self._vet_lora(lora)
+            except ValueError as exc:
+                raise ValueError(f"lora_request[{index}]: {exc}") from exc
         token_lists: list[list[int]] = []
         for index, (prompt, sp) in enumerate(zip(prompts, params_list, strict=True)):
             try:
@@ -559,8 +628,8 @@ class LLMEngine:
                 raise ValueError(f"prompts[{index}]: {exc}") from exc
         ids: list[str] = []
         try:
-            for token_ids, sp in zip(token_lists, params_list, strict=True):
-                ids.append(self.add_request(token_ids, sp))
+            for token_ids, sp, lora in zip(token_lists, params_list, lora_list, strict=True):
+                ids.append(self.add_request(token_ids, sp, lora_request=lora))
         except Exception:
             # Only what needs the id can still fail here (an id drawn for us already taken by an
             # explicit request_id). Undo, as upstream's LLM._validate_and_add_requests does.

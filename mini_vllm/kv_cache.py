@@ -88,8 +88,12 @@ class KVCacheManager:
             tokens = request.all_token_ids
             parent = hashes[-1] if hashes else None
             bs = self.block_size
+            # A LoRA request's K/V depends on its adapter: its id goes into every block's hash
+            # (upstream's extra keys). Without one, the hash is unchanged.
+            lora_request = getattr(request, "lora_request", None)
+            extra = None if lora_request is None else ("lora", lora_request.lora_int_id)
             for i in range(len(hashes), num_full_blocks):
-                parent = hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs])
+                parent = hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs], extra)
                 hashes.append(parent)
         return hashes[:num_full_blocks]
 

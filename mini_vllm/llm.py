@@ -69,9 +69,12 @@ class LLM:
         self,
         prompts: str | Sequence[str] | Sequence[Sequence[int]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        lora_request: Any = None,
     ) -> list[RequestOutput]:
-        """Complete raw prompts (text or token ids); one output per prompt, in order."""
-        return self.engine.generate(prompts, sampling_params)
+        """Complete raw prompts (text or token ids); one output per prompt, in order.
+        ``lora_request``: one ``mini_vllm.lora.LoRARequest`` for every prompt, or one per prompt
+        (``None`` for the base model); the engine needs a ``lora_config``."""
+        return self.engine.generate(prompts, sampling_params, lora_request=lora_request)
 
     def beam_search(
         self,

@@ -46,11 +46,19 @@ the *last* slot, a real request's, hence block 0. Logits are computed for the re
 ``cudagraph_steps`` the decode steps run at each size (the first at a size would capture its
 graph, the others replay it). No graph is captured here; ``mini_vllm.cudagraph`` models that
 part.
+
+LoRA (``LLMEngine(lora_config=...)``, phase 11): the engine sets ``lora_manager`` (a
+``mini_vllm.lora.models.LoRAModelManager``; ``None`` otherwise). Around a real model's forward
+pass it activates the step's adapters (the slot cache's ``ensure``, buffer slots filled) and tags
+every token row with its request's slot, ``-1`` for base requests and padded rows; the model's
+projections then add each row's adapter delta (upstream: ``LoRAModelRunnerMixin.set_active_loras``
+before ``execute_model``). A step without adapter rows runs exactly as without LoRA.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +119,8 @@ class ModelRunner:
         self.slot_token_ids = np.full(num_slots, _NEVER_WRITTEN, dtype=np.int64)
         self.slot_positions = np.full(num_slots, _NEVER_WRITTEN, dtype=np.int64)
         self.kv_caches: list[tuple[np.ndarray, np.ndarray]] = []
+        #: ``mini_vllm.lora.models.LoRAModelManager`` when the engine serves LoRA, else None.
+        self.lora_manager: Any = None
         if is_real_model(model):
             shape = (num_blocks, block_size, model.num_kv_heads, model.head_dim)
             # np.zeros maps pages lazily: blocks never written cost no memory.
@@ -265,7 +275,9 @@ class ModelRunner:
         self._write_and_check_fingerprints(inputs)
         if is_real_model(self.model):
             input_ids, positions, metadata = self._pad_decode_batch(inputs)
-            with set_forward_context(self.attn_backend):
+            lora = nullcontext() if self.lora_manager is None else self.lora_manager.step(
+                inputs.requests, np.diff(inputs.attn_metadata.query_start_loc), len(input_ids))
+            with set_forward_context(self.attn_backend), lora:
                 hidden = self.model.forward(input_ids, positions, self.kv_caches, metadata)
             logits = self.model.compute_logits(hidden[rows])  # padded rows are never read
         else:

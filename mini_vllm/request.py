@@ -283,6 +283,7 @@ class Request:
         request_id: str | None = None,
         eos_token_id: int = EOS_TOKEN_ID,
         vocab_size: int = VOCAB_SIZE,
+        lora_request: object | None = None,
     ) -> None:
         # Everything is checked before an id is drawn, so a refused request leaves no trace.
         prompt = check_prompt_token_ids(prompt_token_ids, vocab_size=vocab_size)
@@ -304,6 +305,9 @@ class Request:
         #: ``spec_token_ids``). Never part of ``num_tokens`` or ``all_token_ids``: they are
         #: guesses, and the KV manager hashes only verified tokens. Empty otherwise.
         self.spec_token_ids: list[int] = []
+        #: The adapter this request runs with (a ``mini_vllm.lora.LoRARequest``; upstream's
+        #: ``Request.lora_request``), ``None`` for the base model. The engine vets it.
+        self.lora_request = lora_request
 
     @property
     def num_prompt_tokens(self) -> int:

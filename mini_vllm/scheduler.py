@@ -23,6 +23,14 @@ slots are reserved as *lookahead* beyond the verified tokens
 prefix and rolls ``num_computed_tokens`` back over the rejected drafts. A request without drafts
 is scheduled exactly as before.
 
+LoRA (``LLMEngine(lora_config=...)``, phase 11): the engine sets ``lora_slots`` (the adapter slot
+cache, ``mini_vllm/lora/slots.py``; ``None`` without LoRA, and then nothing below happens). A
+waiting request whose adapter cannot get a slot (``lora_slots.can_admit`` is false: ``max_loras``
+distinct adapters are already running) is skipped, not a barrier: later requests may still be
+admitted and the skipped ones keep their place at the head of the queue (upstream's
+``scheduled_loras`` check). An admitted request pins its adapter until it finishes, is preempted
+or aborted, so an adapter a running request uses is never evicted.
+
 Two options follow vLLM 0.32 instead of the course (``mini_vllm/config.py`` explains both):
 ``scheduler_reserve_full_isl`` and ``lone_request_ignores_long_prefill_threshold``. Both are off
 by default.
@@ -154,6 +162,8 @@ class Scheduler:
         self.check_stop: Callable[[Request], bool] | None = None
         # Admission order matters: FCFS preemption takes the *last* one (least progress lost).
         self.running: list[Request] = []
+        #: The adapter slot cache when the engine serves LoRA (see the module docstring).
+        self.lora_slots: Any = None
 
     # -- queue management ---------------------------------------------------------------------
 
@@ -200,6 +210,7 @@ class Scheduler:
         request = self.find_request(request_id)
         if request in self.running:
             self.running.remove(request)
+            self._release_lora(request)
         else:
             self.waiting.remove(request)
         self.kv.free(request)
@@ -285,9 +296,16 @@ class Scheduler:
         """Phase B — admit waiting requests, FCFS, while budget, seats and memory last.
 
         Memory means the first chunk's blocks, or with ``scheduler_reserve_full_isl`` the whole
-        input's."""
+        input's. With LoRA, a request whose adapter cannot get a slot is skipped (deferred), and
+        the skipped ones go back to the head of the queue in their order."""
+        skipped: list[Request] = []
         while self.waiting and token_budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
+            lora_request = getattr(request, "lora_request", None)
+            if lora_request is not None and not self.lora_slots.can_admit(
+                    lora_request.lora_int_id):
+                skipped.append(self.waiting.popleft())  # max_loras adapters already running
+                continue
             hits, num_cached = self.kv.get_computed_blocks(request)
             request.num_computed_tokens = num_cached  # the allocation accounting trusts this
             num_new = request.num_tokens - num_cached
@@ -305,12 +323,21 @@ class Scheduler:
                 request.num_computed_tokens = 0  # not admitted: adopt nothing
                 break  # head-of-line blocking by design: no skipping to a smaller waiter
             self.waiting.popleft()
+            if lora_request is not None:
+                self.lora_slots.pin(lora_request.lora_int_id)
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             out.scheduled_requests.append(request)
             out.scheduled_new_req_ids.append(request.request_id)
             out.num_scheduled_tokens[request.request_id] = n
             token_budget -= n
+        self.waiting.extendleft(reversed(skipped))
+
+    def _release_lora(self, request: Request) -> None:
+        """A request leaves ``running``: its adapter pin goes (LoRA only)."""
+        lora_request = getattr(request, "lora_request", None)
+        if lora_request is not None and self.lora_slots is not None:
+            self.lora_slots.unpin(lora_request.lora_int_id)
 
     def _preempt(self, request: Request) -> None:
         """Recompute-style preemption: drop the KV, keep the tokens, go to the front of the line.
@@ -319,6 +346,7 @@ class Scheduler:
         its next sample sees the same (last token, position) — the continuation is unchanged.
         """
         self.kv.free(request)
+        self._release_lora(request)
         request.num_computed_tokens = 0
         request.spec_token_ids = []  # re-prefilled from scratch: drafts come after that
         request.num_preemptions += 1
@@ -357,6 +385,7 @@ class Scheduler:
         for request in finished:
             self.running.remove(request)
             self.kv.free(request)
+            self._release_lora(request)
         return finished
 
     def update_from_spec_output(self, output: SchedulerOutput,
@@ -402,4 +431,5 @@ class Scheduler:
         for request in finished:
             self.running.remove(request)
             self.kv.free(request)
+            self._release_lora(request)
         return finished

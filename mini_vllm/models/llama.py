@@ -20,6 +20,10 @@ Differences from upstream, for numpy's sake:
   the embedding is loaded), not the same array; ``named_parameters`` lists the embedding only.
 * Every parameter, activation and the rotary cos/sin cache are in the model's dtype (float32 or
   float64). The cos/sin cache is computed in float64 before the cast.
+
+LoRA (``mini_vllm.lora``, phase 11): each projection goes through :func:`linear`, which is
+``x @ weight`` unless ``mini_vllm.lora`` installed a hook for it in the module's ``lora_layers``
+(upstream swaps the layer for a ``*WithLoRA`` wrapper instead). Without LoRA the dict is empty.
 """
 
 from __future__ import annotations
@@ -101,6 +105,14 @@ class RotaryEmbedding:
         return out
 
 
+def linear(module: object, name: str, x: np.ndarray) -> np.ndarray:
+    """``x @ module.<name>`` (a ``[in, out]`` weight), or through the LoRA hook installed for it
+    (``module.lora_layers[name](x, weight)``, see ``mini_vllm.lora.models.LoRALinear``)."""
+    weight = getattr(module, name)
+    hook = module.lora_layers.get(name) if module.lora_layers else None  # type: ignore[attr-defined]
+    return x @ weight if hook is None else hook(x, weight)
+
+
 class LlamaMLP:
     """SwiGLU: ``down(silu(gate(x)) * up(x))`` with gate and up fused in one matmul."""
 
@@ -108,9 +120,10 @@ class LlamaMLP:
         self.intermediate_size = intermediate_size
         self.gate_up_proj = np.zeros((hidden_size, 2 * intermediate_size), dtype)
         self.down_proj = np.zeros((intermediate_size, hidden_size), dtype)
+        self.lora_layers: dict = {}  # projection name -> LoRA hook (mini_vllm.lora); empty: none
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return silu_and_mul(x @ self.gate_up_proj) @ self.down_proj
+        return linear(self, "down_proj", silu_and_mul(linear(self, "gate_up_proj", x)))
 
 
 def silu_and_mul(gate_up: np.ndarray) -> np.ndarray:
@@ -143,12 +156,13 @@ class LlamaAttention:
         self.rotary_emb = rotary_emb  # one cache shared by every layer
         self.qkv_proj = np.zeros((hidden_size, self.q_size + 2 * self.kv_size), dtype)
         self.o_proj = np.zeros((self.q_size, hidden_size), dtype)
+        self.lora_layers: dict = {}  # projection name -> LoRA hook (mini_vllm.lora); empty: none
 
     def __call__(self, positions: np.ndarray, hidden_states: np.ndarray,
                  kv_cache: tuple[np.ndarray, np.ndarray],
                  attn_metadata: AttentionMetadata) -> np.ndarray:
         num_tokens = hidden_states.shape[0]
-        qkv = hidden_states @ self.qkv_proj
+        qkv = linear(self, "qkv_proj", hidden_states)
         # Q and K sit side by side in qkv, so one RoPE call rotates both.
         qk = qkv[:, :self.q_size + self.kv_size].reshape(
             num_tokens, self.num_heads + self.num_kv_heads, self.head_dim)
@@ -161,7 +175,7 @@ class LlamaAttention:
         # Whichever backend the engine selected (mini_vllm.forward_context); numpy by default.
         attn = get_forward_context().attn_backend(q, key_cache, value_cache, attn_metadata,
                                                   self.scaling)
-        return attn.reshape(num_tokens, self.q_size) @ self.o_proj
+        return linear(self, "o_proj", attn.reshape(num_tokens, self.q_size))
 
 
 class LlamaDecoderLayer:
