@@ -63,11 +63,29 @@ def pytest_configure(config: pytest.Config) -> None:
         # xdist_group (those sharing an expensive session fixture) stay on one worker.
         # Set here, not in addopts: pytest-benchmark turns timing off whenever --dist is given.
         config.option.dist = "loadgroup"
+    if distributed(config) and not hasattr(config, "workerinput"):
+        share_cores_among_workers(config.option.numprocesses)
     if getattr(config, "workerinput", {}).get("katas_loadgroup"):
         # A worker parses the command line again ("load") and decides whether to tag its tests
         # with their group before any plugin is configured: it learns the controller's choice
         # from pytest_configure_node below.
         config.option.loadgroup = True
+
+
+#: The thread pools numpy's BLAS (and torch) size themselves by, read once when they load.
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_cores_among_workers(workers: object) -> None:
+    """Controller side, before the workers start (they inherit the environment): give each
+    worker's BLAS ``cores // workers`` threads, unless the user chose. Two workers on two cores
+    with two BLAS threads each spin against each other: a SmolLM2 test that takes 6 s alone
+    took over 100 s that way. A one-kata run (no ``-n``) keeps every core."""
+    if not isinstance(workers, int) or workers < 1:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in _THREAD_VARS:
+        os.environ.setdefault(name, threads)
 
 
 @pytest.hookimpl(trylast=True)

@@ -106,9 +106,13 @@ def add(a, b):
 """, tests=THREE_TESTS)
     # The time limit per test is far above the wait below: a Ctrl-C that was swallowed shows
     # as a run still going, not as a run the time limit happened to end.
+    # A terminal's Ctrl-C reaches a pytest whose SIGINT is at its default. A shell that starts
+    # this suite in the background (`cmd &` without job control) makes SIGINT ignored, and the
+    # child would inherit that and never see the signal: restore the default for it.
     child = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:randomly", "--impl=mine",
                               "--katas-timeout=3600", "katas"], cwd=pytester.path,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Generous waits: these are hang guards, not timings (a loaded 2-core CI machine once took
     # over 60 s to wind a run down).
     deadline = time.monotonic() + 300
