@@ -156,7 +156,8 @@ def model_path_for(name: str) -> Path:
 
 
 @contextmanager
-def _env(**values: str) -> Iterator[None]:
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the block, then restore them (vLLM reads many at start-up)."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -202,7 +203,8 @@ def start_engine(config: EngineConfig) -> EngineHandle:
     # The CPU platform reads VLLM_CPU_KVCACHE_SPACE while the config is resolved, in this
     # process; it overrides any kv_cache_memory_bytes argument.
     mp = "0" if config.inprocess else "1"
-    with _env(**{KVCACHE_ENV: str(config.kv_cache_gib), "VLLM_ENABLE_V1_MULTIPROCESSING": mp}):
+    settings = {KVCACHE_ENV: str(config.kv_cache_gib), "VLLM_ENABLE_V1_MULTIPROCESSING": mp}
+    with environment(**settings):
         from vllm import LLM
 
         t0 = time.perf_counter()

@@ -278,7 +278,7 @@ def quant_engine(model_dir: Path, *, quantization: str | None = None, max_model_
 
     Start only one at a time: close ``live_engines`` first (``live_engines.close()``).
     """
-    from .fixtures import KVCACHE_ENV, _env, guard_llvmlite
+    from .fixtures import KVCACHE_ENV, environment, guard_llvmlite
 
     guard_llvmlite()
     kw: dict[str, Any] = dict(model=str(model_dir), max_model_len=max_model_len,
@@ -286,7 +286,7 @@ def quant_engine(model_dir: Path, *, quantization: str | None = None, max_model_
                               enforce_eager=True, disable_log_stats=False)
     if quantization is not None:
         kw["quantization"] = quantization
-    with _env(**{KVCACHE_ENV: str(kv_cache_gib), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}):
+    with environment(**{KVCACHE_ENV: str(kv_cache_gib), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}):
         from vllm import LLM
 
         llm = LLM(**kw)

@@ -8,9 +8,7 @@ Nothing here imports torch or vLLM at import time: the core tier runs without th
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,28 +93,14 @@ def gate_weight(layer: int) -> np.ndarray:
     return tiny_mixtral_weights(VLLM_SPEC)[f"model.layers.{layer}.block_sparse_moe.gate.weight"]
 
 
-@contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def start_mixtral(model_dir: str | Path) -> Any:
     """The seeded tiny Mixtral (``VLLM_SPEC``) on vLLM-CPU: in-process, eager, float32, no
     tokenizer (prompts are token ids), prefix caching off."""
-    from pytest_vllm_katas.live.fixtures import guard_llvmlite
+    from pytest_vllm_katas.live.fixtures import environment, guard_llvmlite
 
     build_tiny_mixtral(VLLM_SPEC, model_dir)
     guard_llvmlite()
-    with _env(VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0"):
+    with environment(VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0"):
         from vllm import LLM
 
         return LLM(model=str(model_dir), max_model_len=256, enforce_eager=True,

