@@ -104,6 +104,28 @@ block is shared across adapters. Injection points: ``LoRAConfig.slot_cache_cls``
 real model (``mini_vllm.models``) and cannot be combined with ``speculative_config`` or
 ``step_fn``; ``engine.lora_manager`` and ``engine.lora_slots`` expose its state.
 
+Structured outputs, opt-in per request (phase 12): ``add_request(..., structured_output=matcher)``
+and ``generate(..., structured_outputs=matcher | [matcher or None, ...])`` constrain a request
+with a grammar matcher (``mini_vllm/structured_output.py: GrammarMatcher``; a regex one is
+``mini_vllm/grammar.py: RegexMatcher``). Before the request samples, :func:`sample_request` sets
+the logits of every token the matcher does not allow to ``-inf``; after, it calls
+``accept_token`` with the sampled token. A matcher that allows nothing is a dead end:
+``RuntimeError`` naming the request. Unconstrained requests never touch any of it, so their
+tokens are those of an engine without it. Not combined with ``speculative_config``, ``step_fn``
+or ``n > 1`` (refused at ``add_request``).
+
+Images, opt-in (phase 13): ``mm_config=MultiModalConfig(...)`` (``mini_vllm/multimodal``;
+default ``None``, and then nothing below happens) and ``add_mm_request(prompt, params,
+images=[bytes, ...])``: each ``image_token_id`` marker of the prompt becomes its fake image's run
+of placeholder tokens (``MultiModalConfig.expand_prompt``, kata 13-01's), and the request is an
+ordinary one to the engine (KV blocks, token budget, chunking, preemption). Each step the
+scheduler fits every chunk to the encoder budget and cache (``MultiModalConfig.plan_chunk``, kata
+13-03's: an image is encoded whole before any of its positions is computed), the runner encodes
+the scheduled images (``FakeImageEncoder``, seeded by content) and the model takes their rows in
+place of the placeholders' embeddings. Prefix caching keys a block on the hashes of the images
+its positions hold. It needs a real model and cannot be combined with ``speculative_config`` or
+``step_fn``.
+
 Bad input raises ``ValueError`` from ``add_request`` before the engine is touched, so every other
 in-flight request keeps being served; ``generate`` vets all of its prompts before queuing any.
 A scheduler whose output the engine cannot execute raises ``SchedulerContractError`` from
@@ -131,6 +153,12 @@ from mini_vllm.lora.models import LoRAConfig, LoRAModelManager, make_slot_cache
 from mini_vllm.lora.request import LoRARequest
 from mini_vllm.model import ToyModel
 from mini_vllm.model_runner import ModelRunner
+from mini_vllm.multimodal import (
+    EncoderCacheManager,
+    FakeImageEncoder,
+    MultiModalConfig,
+    process_prompt,
+)
 from mini_vllm.parallel_sampling import ParallelRequestOutput, ParentRequest
 from mini_vllm.request import (
     Request,
@@ -141,7 +169,7 @@ from mini_vllm.request import (
     next_request_id,
 )
 from mini_vllm.sample.generators import GeneratorSampler, RequestGenerators
-from mini_vllm.sampler import Sampler
+from mini_vllm.sampler import Sampler, apply_token_mask
 from mini_vllm.scheduler import Scheduler, check_scheduler_output
 from mini_vllm.spec_decode import (
     DraftModelProposer,
@@ -149,6 +177,11 @@ from mini_vllm.spec_decode import (
     RejectionSampler,
     SpecDecodingStats,
     truncated_model,
+)
+from mini_vllm.structured_output import (
+    allowed_mask,
+    check_matcher,
+    normalize_structured_outputs,
 )
 from mini_vllm.tokenizer import ByteTokenizer
 
@@ -197,10 +230,20 @@ def sample_request(sampler: Any, logits: Any, request: Request) -> int:
 
     The phase 09 knobs (penalties, bad words, min_tokens) read the request's tokens; a sampler
     with the original 2-argument ``sample`` (kata 00-03's, a spy) is called exactly as before.
+    A request with a structured-output matcher (phase 12) samples from its masked row, and the
+    matcher accepts the token drawn.
     """
+    matcher = getattr(request, "structured_output", None)
+    if matcher is not None:
+        mask = allowed_mask(matcher, len(logits), request.request_id)
+        logits = apply_token_mask(logits, mask)
     if _takes_request(sampler):
-        return sampler.sample(logits, request.sampling_params, request=request)
-    return sampler.sample(logits, request.sampling_params)
+        token = sampler.sample(logits, request.sampling_params, request=request)
+    else:
+        token = sampler.sample(logits, request.sampling_params)
+    if matcher is not None:
+        matcher.accept_token(int(token))
+    return token
 
 
 def engine_step(scheduler: Any, model: Any, sampler: Any) -> list[Request]:
@@ -259,6 +302,7 @@ class LLMEngine:
         speculative_config: SpeculativeConfig | None = None,
         generators: str = "per_call",
         lora_config: LoRAConfig | None = None,
+        mm_config: MultiModalConfig | None = None,
     ) -> None:
         self.policy = get_policy(policy)
         self.generator_mode = get_generator_mode(generators)
@@ -320,6 +364,63 @@ class LLMEngine:
         self.lora_slots: Any = None
         if lora_config is not None:
             self._init_lora(lora_config)
+        #: The fake-image pipeline's knobs (``mm_config``, phase 13); ``None`` without it.
+        self.mm_config: MultiModalConfig | None = None
+        if mm_config is not None:
+            self._init_multimodal(mm_config, max_num_batched_tokens)
+
+    def _init_multimodal(self, config: MultiModalConfig, max_num_batched_tokens: int) -> None:
+        """Images (phase 13): the encoder cache and rule in the scheduler, the encoder in the
+        runner (see the module docstring)."""
+        if not isinstance(config, MultiModalConfig):
+            raise ValueError(f"mm_config must be a MultiModalConfig or None, got {config!r}")
+        if not hasattr(self.model, "compute_logits") or not hasattr(self.model, "hidden_size"):
+            raise ValueError("images replace a real model's input embeddings (mini_vllm.models), "
+                             "not the toy model's")
+        if self.speculative_config is not None or self._step_fn is not None:
+            raise ValueError("mm_config cannot be combined with speculative_config or step_fn")
+        if not 0 <= config.image_token_id < self.vocab_size:
+            raise ValueError(f"image_token_id must be a token id in [0, {self.vocab_size}), got "
+                             f"{config.image_token_id!r}")
+        budget = (max_num_batched_tokens if config.encoder_budget is None
+                  else config.encoder_budget)
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"encoder_budget must be an int >= 1, got {budget!r}")
+        size = budget if config.encoder_cache_size is None else config.encoder_cache_size
+        self.mm_config = config
+        self.scheduler.mm_encoder_cache = EncoderCacheManager(size)
+        self.scheduler.mm_plan_chunk = config.plan_chunk
+        self.scheduler.mm_encoder_budget = budget
+        self.model_runner.mm_encoder = FakeImageEncoder(self.model.hidden_size, self.model.dtype)
+
+    def add_mm_request(self, prompt: str | Sequence[int], sampling_params: SamplingParams | None,
+                       images: Sequence[bytes], request_id: str | None = None) -> str:
+        """``add_request`` for a prompt with images (needs ``mm_config``): each
+        ``image_token_id`` marker becomes its image's run of placeholder tokens
+        (``len(image) // 64 + 1`` of them), the request carries ``mm_features`` (hash, run,
+        bytes), and is queued like any other. ``ValueError`` for markers and images differing in
+        number, or an image longer than the encoder budget or cache (it could never run)."""
+        config = self.mm_config
+        if config is None:
+            raise ValueError("images need an engine built with mm_config=MultiModalConfig(...)")
+        if isinstance(prompt, str):
+            prompt = self.tokenizer.encode(prompt)
+        if isinstance(images, (bytes, bytearray)):
+            images = [images]
+        token_ids, features = process_prompt(list(prompt), list(images), config.image_token_id,
+                                             config.expand_prompt)
+        cache = self.scheduler.mm_encoder_cache
+        limit = min(self.scheduler.mm_encoder_budget, cache.cache_size)
+        for f in features:
+            if f.length > limit:
+                raise ValueError(f"an image of {f.length} tokens exceeds the encoder budget / "
+                                 f"cache ({limit} tokens): it could never be encoded")
+        n = getattr(sampling_params, "n", 1)
+        if isinstance(n, int) and n > 1:
+            raise ValueError(f"images cannot be combined with n > 1 (got n={n})")
+        rid = self.add_request(token_ids, sampling_params, request_id=request_id)
+        self.scheduler.find_request(rid).mm_features = features  # queued, not yet scheduled
+        return rid
 
     def _init_lora(self, config: LoRAConfig) -> None:
         if not isinstance(config, LoRAConfig):
@@ -333,6 +434,19 @@ class LLMEngine:
         self.scheduler.lora_slots = self.lora_slots
         self.lora_manager = LoRAModelManager(self.model, config, self.lora_slots)
         self.model_runner.lora_manager = self.lora_manager
+
+    def _vet_structured_output(self, matcher: object, params: SamplingParams) -> Any:
+        """The matcher a new request names, checked (``ValueError`` otherwise)."""
+        matcher = check_matcher(matcher, "structured_output")
+        if matcher is None:
+            return None
+        if self.speculative_config is not None or self._step_fn is not None:
+            raise ValueError("structured_output needs the engine's own step: it cannot be "
+                             "combined with speculative_config or step_fn")
+        if params.n > 1:
+            raise ValueError("structured_output holds one request's grammar state: it cannot "
+                             f"be combined with n > 1 (got n={params.n})")
+        return matcher
 
     def _vet_lora(self, lora_request: object) -> LoRARequest | None:
         """The adapter a new request names, loaded and checked (``ValueError`` otherwise)."""
@@ -379,11 +493,13 @@ class LLMEngine:
         *,
         request_id: str | None = None,
         lora_request: LoRARequest | None = None,
+        structured_output: Any = None,
     ) -> str:
         """Validate, enqueue, return the request id.
 
         ``lora_request`` runs the request with that adapter (needs ``lora_config``); ``None``:
-        the base model.
+        the base model. ``structured_output``: a fresh ``GrammarMatcher`` that constrains this
+        request's tokens (phase 12); ``None``: unconstrained.
 
         By default the id is drawn for you (``'req-<n>'``, process-global). An explicit
         ``request_id`` (upstream makes the caller pass one) must not belong to an unfinished
@@ -395,6 +511,7 @@ class LLMEngine:
         """
         token_ids, params = self._vet(prompt, sampling_params)
         lora_request = self._vet_lora(lora_request)
+        structured_output = self._vet_structured_output(structured_output, params)
         if params.n > 1:
             return self._add_parent_request(token_ids, params, request_id, lora_request)
         # Request re-checks what it is given (it is also built directly, by katas and benchmarks);
@@ -402,6 +519,7 @@ class LLMEngine:
         request = Request(
             token_ids, params, request_id=request_id, eos_token_id=self.tokenizer.eos_token_id,
             vocab_size=self.vocab_size, lora_request=lora_request,
+            structured_output=structured_output,
         )
         self.scheduler.add_request(request)  # refuses an id that is still in flight
         if self.request_generators is not None:
@@ -577,6 +695,7 @@ class LLMEngine:
         prompts: Sequence[str | Sequence[int]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
+        structured_outputs: Any = None,
     ) -> list[RequestOutput | ParallelRequestOutput]:
         """Run prompts to completion; one result per prompt, in prompt order: a
         ``RequestOutput``, or a ``ParallelRequestOutput`` for a prompt sampled ``n > 1`` times.
@@ -584,7 +703,9 @@ class LLMEngine:
         ``sampling_params`` is one object for all prompts or a list with one per prompt. Requests
         added earlier with ``add_request`` keep being served while this runs. ``lora_request``
         (needs ``lora_config``): one adapter for every prompt, or a list with one per prompt
-        (``None`` for the base model), as upstream's ``LLM.generate``.
+        (``None`` for the base model), as upstream's ``LLM.generate``. ``structured_outputs``
+        (phase 12): ``None``, one ``GrammarMatcher`` (a single prompt only: it holds one
+        request's state), or a list with a fresh matcher or ``None`` per prompt.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -613,6 +734,7 @@ class LLMEngine:
         else:
             raise ValueError(f"lora_request must be a LoRARequest, a list with one per prompt, "
                              f"or None, got {lora_request!r}")
+        matchers = normalize_structured_outputs(structured_outputs, len(prompts))
         # All or nothing: vet every prompt before queuing any, so a bad third prompt does not
         # leave the first two running with no caller waiting for them.
         for index, lora in enumerate(lora_list):
@@ -626,10 +748,17 @@ class LLMEngine:
                 token_lists.append(self._vet(prompt, sp)[0])
             except ValueError as exc:
                 raise ValueError(f"prompts[{index}]: {exc}") from exc
+        for index, (matcher, sp) in enumerate(zip(matchers, params_list, strict=True)):
+            try:
+                self._vet_structured_output(matcher, check_sampling_params(sp))
+            except ValueError as exc:
+                raise ValueError(f"structured_outputs[{index}]: {exc}") from exc
         ids: list[str] = []
         try:
-            for token_ids, sp, lora in zip(token_lists, params_list, lora_list, strict=True):
-                ids.append(self.add_request(token_ids, sp, lora_request=lora))
+            for token_ids, sp, lora, matcher in zip(token_lists, params_list, lora_list, matchers,
+                                                    strict=True):
+                ids.append(self.add_request(token_ids, sp, lora_request=lora,
+                                            structured_output=matcher))
         except Exception:
             # Only what needs the id can still fail here (an id drawn for us already taken by an
             # explicit request_id). Undo, as upstream's LLM._validate_and_add_requests does.

@@ -21,6 +21,17 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _mm_extra_keys(mm_features: Sequence[Any], start: int, stop: int,
+                   extra: tuple[int | str, ...] | None) -> tuple[int | str, ...] | None:
+    """``extra`` plus the content hash (as an int: Python salts ``str`` hashes per process) of
+    every image whose placeholder run overlaps the block ``[start, stop)``."""
+    keys = tuple(int(f.mm_hash[:16], 16) for f in mm_features
+                 if f.mm_position.overlaps(start, stop))
+    if not keys:
+        return extra
+    return (*(extra or ()), "mm", *keys)
+
+
 class KVCacheManager:
     def __init__(
         self,
@@ -92,8 +103,15 @@ class KVCacheManager:
             # (upstream's extra keys). Without one, the hash is unchanged.
             lora_request = getattr(request, "lora_request", None)
             extra = None if lora_request is None else ("lora", lora_request.lora_int_id)
+            # An image's placeholder tokens are all the same id: the K/V of a block its run
+            # overlaps depends on the image, so its hash goes in too (upstream's
+            # _gen_mm_extra_hash_keys). Without images, the hash is unchanged.
+            mm_features = getattr(request, "mm_features", None)
             for i in range(len(hashes), num_full_blocks):
-                parent = hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs], extra)
+                block_extra = extra
+                if mm_features:
+                    block_extra = _mm_extra_keys(mm_features, i * bs, (i + 1) * bs, extra)
+                parent = hash_block_tokens(parent, tokens[i * bs : (i + 1) * bs], block_extra)
                 hashes.append(parent)
         return hashes[:num_full_blocks]
 

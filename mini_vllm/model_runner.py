@@ -53,6 +53,15 @@ pass it activates the step's adapters (the slot cache's ``ensure``, buffer slots
 every token row with its request's slot, ``-1`` for base requests and padded rows; the model's
 projections then add each row's adapter delta (upstream: ``LoRAModelRunnerMixin.set_active_loras``
 before ``execute_model``). A step without adapter rows runs exactly as without LoRA.
+
+Images (``LLMEngine(mm_config=...)``, phase 13): the engine sets ``mm_encoder`` (a
+``mini_vllm.multimodal.FakeImageEncoder``; ``None`` otherwise, and then nothing below happens).
+Each step first drops the encoder outputs the scheduler's encoder cache evicted
+(``free_encoder_mm_hashes``), runs the encoder on the images the step schedules
+(``scheduled_encoder_inputs``) into ``encoder_cache`` (content hash -> ``[length, hidden]``),
+then hands the model, for every scheduled token inside an image's run, that image's row for the
+position (``mm_embeds``). A token of an image whose output is not there raises
+:class:`~mini_vllm.multimodal.EncoderCacheError` naming the step, request and image.
 """
 
 from __future__ import annotations
@@ -121,6 +130,9 @@ class ModelRunner:
         self.kv_caches: list[tuple[np.ndarray, np.ndarray]] = []
         #: ``mini_vllm.lora.models.LoRAModelManager`` when the engine serves LoRA, else None.
         self.lora_manager: Any = None
+        #: The image encoder when the engine takes images (phase 13), else None; its outputs.
+        self.mm_encoder: Any = None
+        self.encoder_cache: dict[str, np.ndarray] = {}
         if is_real_model(model):
             shape = (num_blocks, block_size, model.num_kv_heads, model.head_dim)
             # np.zeros maps pages lazily: blocks never written cost no memory.
@@ -257,7 +269,53 @@ class ModelRunner:
     def execute_model(self, output: SchedulerOutput) -> np.ndarray:
         """Run the model on a non-empty plan; logits row ``i`` is scheduled request ``i``'s."""
         inputs = self.prepare_inputs(output)
+        if self.mm_encoder is not None:
+            self._execute_mm_encoder(output)
         return self._run(inputs, inputs.logits_indices)
+
+    # -- images (phase 13) ----------------------------------------------------------------------
+
+    def _execute_mm_encoder(self, output: SchedulerOutput) -> None:
+        """Drop evicted encoder outputs, then encode this step's scheduled images."""
+        for mm_hash in getattr(output, "free_encoder_mm_hashes", ()):
+            self.encoder_cache.pop(mm_hash, None)
+        scheduled = getattr(output, "scheduled_encoder_inputs", {})
+        for request in output.scheduled_requests:
+            for mm_hash in scheduled.get(request.request_id, ()):
+                feature = next(f for f in request.mm_features if f.mm_hash == mm_hash)
+                self.encoder_cache[mm_hash] = self.mm_encoder.encode(feature.data)
+
+    def _gather_mm_embeddings(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(is_multimodal, embeds)`` for this step's image positions, or None if it has none."""
+        from mini_vllm.multimodal.encoder_cache import EncoderCacheError
+
+        starts = inputs.attn_metadata.query_start_loc
+        is_multimodal = np.zeros(len(inputs.input_ids), dtype=bool)
+        rows: list[np.ndarray] = []
+        for index, request in enumerate(inputs.requests):
+            features = getattr(request, "mm_features", None)
+            if not features:
+                continue
+            start, stop = int(starts[index]), int(starts[index + 1])
+            first = int(inputs.positions[start]) if stop > start else 0
+            last = first + (stop - start)
+            for f in features:
+                lo, hi = max(f.offset, first), min(f.mm_position.end, last)
+                if lo >= hi:
+                    continue
+                embeds = self.encoder_cache.get(f.mm_hash)
+                if embeds is None:
+                    raise EncoderCacheError(
+                        f"step {self.num_steps}: request {request.request_id!r} computes "
+                        f"positions {lo}..{hi - 1} of image {f.mm_hash[:12]} (run {f.offset}.."
+                        f"{f.mm_position.end - 1}), but that image was never encoded or was "
+                        f"evicted: the encoder scheduling rule let the chunk into an image "
+                        f"without its encoding")
+                is_multimodal[start + lo - first : start + hi - first] = True
+                rows.append(embeds[lo - f.offset : hi - f.offset])
+        if not rows:
+            return None
+        return is_multimodal, np.concatenate(rows)
 
     def execute_model_spec(self, output: SchedulerOutput) -> list[np.ndarray]:
         """Speculative decoding's forward: per scheduled request, the logits of its last
@@ -277,8 +335,15 @@ class ModelRunner:
             input_ids, positions, metadata = self._pad_decode_batch(inputs)
             lora = nullcontext() if self.lora_manager is None else self.lora_manager.step(
                 inputs.requests, np.diff(inputs.attn_metadata.query_start_loc), len(input_ids))
+            mm = None if self.mm_encoder is None else self._gather_mm_embeddings(inputs)
             with set_forward_context(self.attn_backend), lora:
-                hidden = self.model.forward(input_ids, positions, self.kv_caches, metadata)
+                if mm is None:
+                    hidden = self.model.forward(input_ids, positions, self.kv_caches, metadata)
+                else:  # padded rows (a decode-sized batch) are text rows
+                    mask = np.zeros(len(input_ids), dtype=bool)
+                    mask[: len(mm[0])] = mm[0]
+                    hidden = self.model.forward(input_ids, positions, self.kv_caches, metadata,
+                                                mm_embeds=(mask, mm[1]))
             logits = self.model.compute_logits(hidden[rows])  # padded rows are never read
         else:
             logits = self.model.forward(inputs.input_ids[rows].tolist(),

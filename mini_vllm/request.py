@@ -284,6 +284,7 @@ class Request:
         eos_token_id: int = EOS_TOKEN_ID,
         vocab_size: int = VOCAB_SIZE,
         lora_request: object | None = None,
+        structured_output: object | None = None,
     ) -> None:
         # Everything is checked before an id is drawn, so a refused request leaves no trace.
         prompt = check_prompt_token_ids(prompt_token_ids, vocab_size=vocab_size)
@@ -308,6 +309,10 @@ class Request:
         #: The adapter this request runs with (a ``mini_vllm.lora.LoRARequest``; upstream's
         #: ``Request.lora_request``), ``None`` for the base model. The engine vets it.
         self.lora_request = lora_request
+        #: This request's grammar state (a ``mini_vllm.structured_output.GrammarMatcher``;
+        #: upstream's ``Request.structured_output_request``), ``None`` when unconstrained. The
+        #: engine vets it, masks this request's logits with it and advances it.
+        self.structured_output = structured_output
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -13,6 +13,12 @@ learner sampler must agree with this one token for token):
    requests too. Bad words, min_tokens and the penalties read the request's tokens, so they
    need ``sample(..., request=...)``, which the engine passes to any sampler whose ``sample``
    accepts a ``request`` keyword (a 2-argument sampler keeps working and never sees it).
+0b. Structured outputs (phase 12; only for a request with a grammar matcher): the logits of
+   every token the matcher does not allow become ``-inf`` (:func:`apply_token_mask`), before
+   temperature / top-k / top-p, as upstream applies its grammar bitmask. The engine applies it
+   (``mini_vllm/engine.py: sample_request``) so that every sampler, a learner's included, sees
+   the masked row; each logits processor above maps ``-inf`` to ``-inf`` token by token, so
+   masking before or after them gives the same row.
 1. ``temperature == 0``: ``argmax`` (numpy picks the lowest index on ties). No RNG is created or
    consumed, and top_k / top_p / min_p / seed are ignored.
 2. ``logits / temperature``.
@@ -83,6 +89,15 @@ def apply_top_p(logits: np.ndarray, p: float) -> np.ndarray:
     keep = np.zeros(x.size, dtype=bool)
     keep[order[: cut + 1]] = True
     return np.where(keep, x, -np.inf)
+
+
+def apply_token_mask(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``logits`` with every token where ``allowed`` is False set to ``-inf`` (a new array).
+
+    Upstream: ``vllm/v1/structured_output/utils.py: apply_grammar_bitmask`` (one packed row per
+    request, applied in place by xgrammar's kernel).
+    """
+    return np.where(allowed, np.asarray(logits, dtype=np.float64), -np.inf)
 
 
 class Sampler:

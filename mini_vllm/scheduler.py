@@ -31,6 +31,20 @@ admitted and the skipped ones keep their place at the head of the queue (upstrea
 ``scheduled_loras`` check). An admitted request pins its adapter until it finishes, is preempted
 or aborted, so an adapter a running request uses is never evicted.
 
+Images (``LLMEngine(mm_config=...)``, phase 13): the engine sets ``mm_encoder_cache`` (a
+``mini_vllm.multimodal.EncoderCacheManager``; ``None`` otherwise, and then nothing below happens),
+``mm_plan_chunk`` (the rule, ``plan_encoder_inputs`` or kata 13-03's ``plan_chunk``) and
+``mm_encoder_budget``. For a request with images, each chunk the usual rules choose is passed
+through the rule (:meth:`_fit_encoder_inputs`), with this step's remaining encoder budget (never
+more than the encoder cache can make room for) and the request's images already cached: the
+chunk may only shrink, to stop just before an image whose encoding cannot be had this step. A
+running request left with 0 tokens sits the step out; a waiting one blocks admissions (as
+upstream). The images to encode are listed per request in
+``SchedulerOutput.scheduled_encoder_inputs``; entries the encoder cache evicted, in
+``free_encoder_mm_hashes``. A request drops its reference to an image once its run is computed,
+and all of them when it finishes, is preempted or aborted. ``last_num_scheduled_tokens`` and
+``last_encoder_schedule`` keep the last step's plan (for traces).
+
 Two options follow vLLM 0.32 instead of the course (``mini_vllm/config.py`` explains both):
 ``scheduler_reserve_full_isl`` and ``lone_request_ignores_long_prefill_threshold``. Both are off
 by default.
@@ -59,6 +73,10 @@ class SchedulerOutput:
     preempted_req_ids: list[str] = field(default_factory=list)
     #: ids admitted from ``waiting`` this step (new or resumed after preemption).
     scheduled_new_req_ids: list[str] = field(default_factory=list)
+    #: images to encode this step, per request id (phase 13; empty without images).
+    scheduled_encoder_inputs: dict[str, list[str]] = field(default_factory=dict)
+    #: encoder outputs the encoder cache evicted: the runner drops them (phase 13).
+    free_encoder_mm_hashes: list[str] = field(default_factory=list)
 
     @property
     def total_num_scheduled_tokens(self) -> int:
@@ -164,6 +182,14 @@ class Scheduler:
         self.running: list[Request] = []
         #: The adapter slot cache when the engine serves LoRA (see the module docstring).
         self.lora_slots: Any = None
+        #: Images (see the module docstring): the encoder cache, the rule, the per-step budget.
+        self.mm_encoder_cache: Any = None
+        self.mm_plan_chunk: Callable[..., Any] | None = None
+        self.mm_encoder_budget = 0
+        self._mm_budget_left = 0
+        self._mm_plans: dict[str, list[str]] = {}
+        self.last_num_scheduled_tokens: dict[str, int] = {}
+        self.last_encoder_schedule: dict[str, list[str]] = {}
 
     # -- queue management ---------------------------------------------------------------------
 
@@ -211,6 +237,7 @@ class Scheduler:
         if request in self.running:
             self.running.remove(request)
             self._release_lora(request)
+            self._free_encoder_inputs(request, everything=True)
         else:
             self.waiting.remove(request)
         self.kv.free(request)
@@ -235,12 +262,79 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
+        self._mm_budget_left = self.mm_encoder_budget  # the encoder budget is per step
+        self._mm_plans.clear()
         threshold = self._step_threshold()
         token_budget = self._schedule_running(out, self.max_num_batched_tokens, threshold)
         # Admissions, but not in a step that preempted: they would just be preempted back.
         if not out.preempted_req_ids:
             self._admit_waiting(out, token_budget, threshold)
+        if self.mm_encoder_cache is not None:
+            out.free_encoder_mm_hashes = self.mm_encoder_cache.get_freed_mm_hashes()
+        self.last_num_scheduled_tokens = dict(out.num_scheduled_tokens)
+        self.last_encoder_schedule = {rid: list(h) for rid, h in
+                                      out.scheduled_encoder_inputs.items()}
         return out
+
+    # -- images (phase 13) ----------------------------------------------------------------------
+
+    def _fit_encoder_inputs(self, request: Request, n: int) -> int:
+        """``n`` shrunk by the scheduling rule so every image position of the chunk has its
+        encoding; the images to encode are kept until :meth:`_commit_encoder_inputs`."""
+        features = getattr(request, "mm_features", None)
+        if self.mm_encoder_cache is None or not features or n == 0:
+            return n
+        cache = self.mm_encoder_cache
+        start, stop = request.num_computed_tokens, request.num_computed_tokens + n
+        cached = {f.mm_hash for f in features if f.mm_hash in cache.cached}
+        # Cached entries nobody references that this chunk will read leave the freeable pool
+        # when referenced: their room is not the rule's to spend (upstream checks them first).
+        pinned = sum(cache.freeable.get(h, 0) for h in {
+            f.mm_hash for f in features if f.mm_position.overlaps(start, stop)})
+        budget = max(min(self._mm_budget_left, cache.num_freeable_slots - pinned), 0)
+        n, to_encode = self.mm_plan_chunk(request.num_computed_tokens, n, features, budget,
+                                          cached)
+        self._mm_plans[request.request_id] = list(to_encode)
+        return n
+
+    def _commit_encoder_inputs(self, request: Request, n: int, out: SchedulerOutput) -> None:
+        """The request is scheduled for ``n`` tokens: reference the cached images its chunk
+        reads, allocate the ones it encodes, debit the step's encoder budget."""
+        to_encode = self._mm_plans.pop(request.request_id, None)
+        if to_encode is None:
+            return
+        cache = self.mm_encoder_cache
+        rid = request.request_id
+        start, stop = request.num_computed_tokens, request.num_computed_tokens + n
+        sizes = {f.mm_hash: f.length for f in request.mm_features}
+        for f in request.mm_features:
+            if f.mm_position.overlaps(start, stop) and f.mm_hash not in to_encode:
+                cache.check_and_update_cache(rid, f.mm_hash)
+        for mm_hash in to_encode:
+            if mm_hash in cache.cached or mm_hash not in sizes:
+                raise SchedulerContractError(
+                    f"the encoder scheduling rule encoded {mm_hash[:12]} for request {rid!r}, "
+                    f"which is {'already cached' if mm_hash in sizes else 'not one of its images'}")
+            if not cache.can_allocate(sizes[mm_hash]):
+                raise SchedulerContractError(
+                    f"the encoder scheduling rule encoded {to_encode} for request {rid!r}, more "
+                    f"than the encoder budget / cache space it was given")
+            cache.allocate(rid, mm_hash, sizes[mm_hash])
+            self._mm_budget_left -= sizes[mm_hash]
+        if self._mm_budget_left < 0:
+            raise SchedulerContractError(f"the encoder scheduling rule overspent the encoder "
+                                         f"budget for request {rid!r}")
+        if to_encode:
+            out.scheduled_encoder_inputs[rid] = list(to_encode)
+
+    def _free_encoder_inputs(self, request: Request, everything: bool = False) -> None:
+        """Drop the request's references to images whose runs are computed (or all of them)."""
+        features = getattr(request, "mm_features", None)
+        if self.mm_encoder_cache is None or not features:
+            return
+        for f in features:
+            if everything or f.mm_position.end <= request.num_computed_tokens:
+                self.mm_encoder_cache.free_encoder_input(request.request_id, f.mm_hash)
 
     def _schedule_running(self, out: SchedulerOutput, token_budget: int, threshold: int) -> int:
         """Phase A — running requests first: they hold KV already, and a user is watching their
@@ -253,7 +347,8 @@ class Scheduler:
                 request.num_tokens_with_spec - request.num_computed_tokens, token_budget,
                 threshold
             )
-            if n == 0:  # nothing left to compute (cannot happen for a live request; defensive)
+            n = self._fit_encoder_inputs(request, n)  # images (phase 13); else unchanged
+            if n == 0:  # nothing left to compute, or an image that must wait (phase 13)
                 req_index += 1
                 continue
             # Drafts among the n (speculative decoding; 0 otherwise): the tail past num_tokens.
@@ -273,6 +368,7 @@ class Scheduler:
                 del request.spec_token_ids[num_drafts:]
             out.scheduled_requests.append(request)
             out.num_scheduled_tokens[request.request_id] = n
+            self._commit_encoder_inputs(request, n, out)
             token_budget -= n
             req_index += 1
         return token_budget
@@ -315,12 +411,18 @@ class Scheduler:
                 request.num_computed_tokens = num_cached = request.num_tokens - 1
                 num_new = 1
             n = self._clamp_new_tokens(num_new, token_budget, threshold)
+            n = self._fit_encoder_inputs(request, n)  # images (phase 13); else unchanged
+            if n == 0:  # an image that cannot be encoded this step blocks admissions
+                request.num_computed_tokens = 0
+                self._mm_plans.pop(request.request_id, None)
+                break
             if self.scheduler_reserve_full_isl:
                 blocks = self.kv.allocate_slots(request, n, hits, full_sequence_must_fit=True)
             else:  # the course's three-argument call, which a learner's KV manager implements
                 blocks = self.kv.allocate_slots(request, n, hits)
             if blocks is None:
                 request.num_computed_tokens = 0  # not admitted: adopt nothing
+                self._mm_plans.pop(request.request_id, None)
                 break  # head-of-line blocking by design: no skipping to a smaller waiter
             self.waiting.popleft()
             if lora_request is not None:
@@ -330,6 +432,7 @@ class Scheduler:
             out.scheduled_requests.append(request)
             out.scheduled_new_req_ids.append(request.request_id)
             out.num_scheduled_tokens[request.request_id] = n
+            self._commit_encoder_inputs(request, n, out)
             token_budget -= n
         self.waiting.extendleft(reversed(skipped))
 
@@ -347,6 +450,7 @@ class Scheduler:
         """
         self.kv.free(request)
         self._release_lora(request)
+        self._free_encoder_inputs(request, everything=True)
         request.num_computed_tokens = 0
         request.spec_token_ids = []  # re-prefilled from scratch: drafts come after that
         request.num_preemptions += 1
@@ -376,6 +480,7 @@ class Scheduler:
                     f"vs {request.num_tokens}); got sampled={has_token}"
                 )
             request.num_computed_tokens += n
+            self._free_encoder_inputs(request)  # images whose runs are now computed (phase 13)
             if has_token:
                 request.append_output_token(sampled[request.request_id])
                 stopped = (request.maybe_finish() if self.check_stop is None
@@ -386,6 +491,7 @@ class Scheduler:
             self.running.remove(request)
             self.kv.free(request)
             self._release_lora(request)
+            self._free_encoder_inputs(request, everything=True)
         return finished
 
     def update_from_spec_output(self, output: SchedulerOutput,
@@ -432,4 +538,5 @@ class Scheduler:
             self.running.remove(request)
             self.kv.free(request)
             self._release_lora(request)
+            self._free_encoder_inputs(request, everything=True)
         return finished

@@ -189,7 +189,7 @@ class LlamaDecoderLayer:
         self.self_attn = LlamaAttention(
             hidden, num_heads, config.get("num_key_value_heads") or num_heads,
             config.get("head_dim") or hidden // num_heads, rotary_emb, dtype)
-        self.mlp = LlamaMLP(hidden, config["intermediate_size"], dtype)
+        self.mlp = self._make_mlp(config, dtype)
         self.input_layernorm = RMSNorm(hidden, eps, dtype)
         self.post_attention_layernorm = RMSNorm(hidden, eps, dtype)
 
@@ -205,17 +205,26 @@ class LlamaDecoderLayer:
         hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
         return self.mlp(hidden_states), residual
 
+    def _make_mlp(self, config: dict, dtype: np.dtype) -> LlamaMLP:
+        # A hook: Mixtral's layer returns its mixture of experts here.
+        return LlamaMLP(config["hidden_size"], config["intermediate_size"], dtype)
+
     def named_parameters(self, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
         yield f"{prefix}.self_attn.qkv_proj.weight", self.self_attn.qkv_proj
         yield f"{prefix}.self_attn.o_proj.weight", self.self_attn.o_proj
-        yield f"{prefix}.mlp.gate_up_proj.weight", self.mlp.gate_up_proj
-        yield f"{prefix}.mlp.down_proj.weight", self.mlp.down_proj
+        yield from self._mlp_parameters(prefix)
         yield f"{prefix}.input_layernorm.weight", self.input_layernorm.weight
         yield f"{prefix}.post_attention_layernorm.weight", self.post_attention_layernorm.weight
+
+    def _mlp_parameters(self, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
+        yield f"{prefix}.mlp.gate_up_proj.weight", self.mlp.gate_up_proj
+        yield f"{prefix}.mlp.down_proj.weight", self.mlp.down_proj
 
 
 class LlamaModel:
     """Embedding, the decoder layers, the final norm: token ids to last hidden states."""
+
+    layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer  # Mixtral's model swaps its own in
 
     def __init__(self, config: dict, dtype: np.dtype) -> None:
         hidden = config["hidden_size"]
@@ -224,14 +233,20 @@ class LlamaModel:
                                      config.get("max_position_embeddings", 2048),
                                      _rope_theta(config), dtype)
         self.embed_tokens = np.zeros((config["vocab_size"], hidden), dtype)
-        self.layers = [LlamaDecoderLayer(config, rotary_emb, dtype)
+        self.layers = [self.layer_cls(config, rotary_emb, dtype)
                        for _ in range(config["num_hidden_layers"])]
         self.norm = RMSNorm(hidden, config.get("rms_norm_eps", 1e-6), dtype)
 
     def __call__(self, input_ids: np.ndarray, positions: np.ndarray,
                  kv_caches: list[tuple[np.ndarray, np.ndarray]],
-                 attn_metadata: AttentionMetadata) -> np.ndarray:
+                 attn_metadata: AttentionMetadata,
+                 mm_embeds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         hidden_states = self.embed_tokens[input_ids]  # a fresh array: the residual adds in place
+        if mm_embeds is not None:  # images (phase 13): their embeddings replace these rows
+            from mini_vllm.multimodal.encoder import merge_multimodal_embeddings
+
+            is_multimodal, embeds = mm_embeds
+            merge_multimodal_embeddings(hidden_states, is_multimodal, embeds)
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             hidden_states, residual = layer(positions, hidden_states, residual, kv_cache,
@@ -259,6 +274,7 @@ class LlamaForCausalLM:
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
     }
+    model_cls: type[LlamaModel] = LlamaModel  # the stack __init__ builds (Mixtral: its own)
 
     def __init__(self, config: dict, dtype: np.dtype | str = np.float32) -> None:
         self.config = config
@@ -267,13 +283,12 @@ class LlamaForCausalLM:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         if config.get("hidden_act", "silu") != "silu":
             raise ValueError(f"hidden_act {config['hidden_act']!r} is not supported (only silu)")
-        for key in ("attention_bias", "mlp_bias"):
-            if config.get(key):
-                raise ValueError(f"{key}=true is not supported (Llama projections have no bias)")
+        self._check_config(config)
         try:
-            self.model = LlamaModel(config, self.dtype)
+            self.model = self.model_cls(config, self.dtype)
         except KeyError as exc:
-            raise ValueError(f"config lacks {exc.args[0]!r}, which a Llama needs") from None
+            arch = type(self).__name__.removesuffix("ForCausalLM")
+            raise ValueError(f"config lacks {exc.args[0]!r}, which a {arch} needs") from None
         attn = self.model.layers[0].self_attn if self.model.layers else None
         if attn is None or attn.num_heads % attn.num_kv_heads:
             raise ValueError("config needs num_hidden_layers >= 1 and num_attention_heads a "
@@ -287,21 +302,39 @@ class LlamaForCausalLM:
         self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
         self.lm_head = np.zeros((self.hidden_size, self.vocab_size), self.dtype)
         # Rows of each shard inside a fused checkpoint-layout weight ([out, in]).
-        mlp = self.model.layers[0].mlp
-        q, kv, inter = attn.q_size, attn.kv_size, mlp.intermediate_size
+        q, kv = attn.q_size, attn.kv_size
         self._shards = {
             "qkv_proj": {"q": slice(0, q), "k": slice(q, q + kv), "v": slice(q + kv, q + 2 * kv)},
-            "gate_up_proj": {0: slice(0, inter), 1: slice(inter, 2 * inter)},
+            **self._mlp_shards(),
         }
+
+    def _check_config(self, config: dict) -> None:
+        """Refuse what this architecture does not run (a hook: Mixtral checks its experts)."""
+        for key in ("attention_bias", "mlp_bias"):
+            if config.get(key):
+                raise ValueError(f"{key}=true is not supported (Llama projections have no bias)")
+
+    def _mlp_shards(self) -> dict[str, dict]:
+        inter = self.model.layers[0].mlp.intermediate_size
+        return {"gate_up_proj": {0: slice(0, inter), 1: slice(inter, 2 * inter)}}
 
     def forward(self, input_ids: np.ndarray, positions: np.ndarray,
                 kv_caches: list[tuple[np.ndarray, np.ndarray]],
-                attn_metadata: AttentionMetadata) -> np.ndarray:
-        """``[num_tokens]`` ids and positions -> ``[num_tokens, hidden_size]`` hidden states."""
+                attn_metadata: AttentionMetadata,
+                mm_embeds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``[num_tokens]`` ids and positions -> ``[num_tokens, hidden_size]`` hidden states.
+
+        ``mm_embeds`` (images, phase 13; passed only when a step has image positions):
+        ``(is_multimodal, embeds)``, a ``[num_tokens]`` bool mask and ``[mask.sum(),
+        hidden_size]`` rows that replace those tokens' input embeddings, in order (upstream's
+        ``inputs_embeds`` after ``merge_multimodal_embeddings``).
+        """
         if positions.size and int(positions.max()) >= self.max_model_len:
             raise ValueError(f"position {int(positions.max())} is past the model's "
                              f"max_position_embeddings ({self.max_model_len})")
-        return self.model(input_ids, positions, kv_caches, attn_metadata)
+        if mm_embeds is None:
+            return self.model(input_ids, positions, kv_caches, attn_metadata)
+        return self.model(input_ids, positions, kv_caches, attn_metadata, mm_embeds)
 
     def compute_logits(self, hidden_states: np.ndarray) -> np.ndarray:
         """``[rows, hidden_size]`` -> ``[rows, vocab_size]`` logits in the model's dtype."""

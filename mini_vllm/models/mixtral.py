@@ -27,7 +27,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from mini_vllm.attention import AttentionMetadata
 from mini_vllm.layers.fused_moe import (
     FusedMoE,
     MoEForwardFn,
@@ -36,15 +35,7 @@ from mini_vllm.layers.fused_moe import (
     fused_topk,
     swiglu_expert,
 )
-from mini_vllm.models.llama import (
-    LlamaAttention,
-    LlamaForCausalLM,
-    RMSNorm,
-    RotaryEmbedding,
-    _rope_theta,
-)
-
-_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from mini_vllm.models.llama import LlamaDecoderLayer, LlamaForCausalLM, LlamaModel
 
 
 class MixtralMoE:
@@ -76,76 +67,34 @@ class MixtralMoE:
         return out.astype(hidden_states.dtype, copy=False)
 
 
-class MixtralDecoderLayer:
-    """Llama's pre-norm block with the MLP replaced by :class:`MixtralMoE`."""
+class MixtralDecoderLayer(LlamaDecoderLayer):
+    """Llama's pre-norm block with the MLP replaced by :class:`MixtralMoE` (held as ``mlp``, named
+    ``block_sparse_moe`` as in the checkpoint)."""
 
-    def __init__(self, config: dict, rotary_emb: RotaryEmbedding, dtype: np.dtype) -> None:
-        hidden = config["hidden_size"]
-        num_heads = config["num_attention_heads"]
-        eps = config.get("rms_norm_eps", 1e-5)
-        self.self_attn = LlamaAttention(
-            hidden, num_heads, config.get("num_key_value_heads") or num_heads,
-            config.get("head_dim") or hidden // num_heads, rotary_emb, dtype)
-        self.block_sparse_moe = MixtralMoE(config["num_local_experts"],
-                                           config["num_experts_per_tok"], hidden,
-                                           config["intermediate_size"], dtype)
-        self.input_layernorm = RMSNorm(hidden, eps, dtype)
-        self.post_attention_layernorm = RMSNorm(hidden, eps, dtype)
+    def _make_mlp(self, config: dict, dtype: np.dtype) -> MixtralMoE:
+        return MixtralMoE(config["num_local_experts"], config["num_experts_per_tok"],
+                          config["hidden_size"], config["intermediate_size"], dtype)
 
-    def __call__(self, positions: np.ndarray, hidden_states: np.ndarray,
-                 residual: np.ndarray | None, kv_cache: tuple[np.ndarray, np.ndarray],
-                 attn_metadata: AttentionMetadata) -> tuple[np.ndarray, np.ndarray]:
-        if residual is None:
-            residual = hidden_states
-            hidden_states = self.input_layernorm(hidden_states)
-        else:
-            hidden_states, residual = self.input_layernorm(hidden_states, residual)
-        hidden_states = self.self_attn(positions, hidden_states, kv_cache, attn_metadata)
-        hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
-        return self.block_sparse_moe(hidden_states), residual
+    @property
+    def block_sparse_moe(self) -> MixtralMoE:
+        return self.mlp
 
-    def named_parameters(self, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
-        yield f"{prefix}.self_attn.qkv_proj.weight", self.self_attn.qkv_proj
-        yield f"{prefix}.self_attn.o_proj.weight", self.self_attn.o_proj
+    def _mlp_parameters(self, prefix: str) -> Iterator[tuple[str, np.ndarray]]:
         moe = self.block_sparse_moe
         yield f"{prefix}.block_sparse_moe.gate.weight", moe.gate
         for e in range(moe.experts.num_experts):
             yield f"{prefix}.block_sparse_moe.experts.{e}.w13.weight", moe.experts.w13_weight[e]
             yield f"{prefix}.block_sparse_moe.experts.{e}.w2.weight", moe.experts.w2_weight[e]
-        yield f"{prefix}.input_layernorm.weight", self.input_layernorm.weight
-        yield f"{prefix}.post_attention_layernorm.weight", self.post_attention_layernorm.weight
 
 
-class MixtralModel:
+class MixtralModel(LlamaModel):
     """Embedding, the decoder layers, the final norm (Llama's, with MoE layers)."""
 
+    layer_cls = MixtralDecoderLayer
+
     def __init__(self, config: dict, dtype: np.dtype) -> None:
-        hidden = config["hidden_size"]
-        num_heads = config["num_attention_heads"]
-        rotary_emb = RotaryEmbedding(config.get("head_dim") or hidden // num_heads,
-                                     config.get("max_position_embeddings", 4096),
-                                     _rope_theta(config), dtype)
-        self.embed_tokens = np.zeros((config["vocab_size"], hidden), dtype)
-        self.layers = [MixtralDecoderLayer(config, rotary_emb, dtype)
-                       for _ in range(config["num_hidden_layers"])]
-        self.norm = RMSNorm(hidden, config.get("rms_norm_eps", 1e-5), dtype)
-
-    def __call__(self, input_ids: np.ndarray, positions: np.ndarray,
-                 kv_caches: list[tuple[np.ndarray, np.ndarray]],
-                 attn_metadata: AttentionMetadata) -> np.ndarray:
-        hidden_states = self.embed_tokens[input_ids]
-        residual = None
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden_states, residual = layer(positions, hidden_states, residual, kv_cache,
-                                            attn_metadata)
-        hidden_states, _ = self.norm(hidden_states, residual)
-        return hidden_states
-
-    def named_parameters(self, prefix: str = "model") -> Iterator[tuple[str, np.ndarray]]:
-        yield f"{prefix}.embed_tokens.weight", self.embed_tokens
-        for i, layer in enumerate(self.layers):
-            yield from layer.named_parameters(f"{prefix}.layers.{i}")
-        yield f"{prefix}.norm.weight", self.norm.weight
+        # Mixtral's config defaults, where they differ from Llama's.
+        super().__init__({"rms_norm_eps": 1e-5, "max_position_embeddings": 4096, **config}, dtype)
 
 
 class MixtralForCausalLM(LlamaForCausalLM):
@@ -160,16 +109,9 @@ class MixtralForCausalLM(LlamaForCausalLM):
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "w13": ["w1", "w3"],
     }
+    model_cls = MixtralModel
 
-    def __init__(self, config: dict, dtype: np.dtype | str = np.float32) -> None:
-        # Llama's constructor builds a dense Llama; this one sets the same attributes over a
-        # MixtralModel, so Llama's forward / compute_logits / named_parameters apply unchanged.
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in _SUPPORTED_DTYPES:
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        if config.get("hidden_act", "silu") != "silu":
-            raise ValueError(f"hidden_act {config['hidden_act']!r} is not supported (only silu)")
+    def _check_config(self, config: dict) -> None:
         for key in ("num_local_experts", "num_experts_per_tok"):
             if not isinstance(config.get(key), int) or config[key] < 1:
                 raise ValueError(f"config needs a positive integer {key!r}, which a Mixtral needs")
@@ -177,25 +119,9 @@ class MixtralForCausalLM(LlamaForCausalLM):
             raise ValueError("num_experts_per_tok must not exceed num_local_experts")
         if config.get("sliding_window"):
             raise ValueError("sliding_window is not supported (full attention only)")
-        try:
-            self.model = MixtralModel(config, self.dtype)
-        except KeyError as exc:
-            raise ValueError(f"config lacks {exc.args[0]!r}, which a Mixtral needs") from None
-        attn = self.model.layers[0].self_attn if self.model.layers else None
-        if attn is None or attn.num_heads % attn.num_kv_heads:
-            raise ValueError("config needs num_hidden_layers >= 1 and num_attention_heads a "
-                             "multiple of num_key_value_heads")
-        self.num_layers = len(self.model.layers)
-        self.num_kv_heads = attn.num_kv_heads
-        self.head_dim = attn.head_dim
-        self.hidden_size = config["hidden_size"]
-        self.vocab_size = config["vocab_size"]
-        self.max_model_len = len(attn.rotary_emb.cos_sin_cache)
-        self.tie_word_embeddings = bool(config.get("tie_word_embeddings", False))
-        self.lm_head = np.zeros((self.hidden_size, self.vocab_size), self.dtype)
-        q, kv = attn.q_size, attn.kv_size
-        self._shards = {"qkv_proj": {"q": slice(0, q), "k": slice(q, q + kv),
-                                     "v": slice(q + kv, q + 2 * kv)}}
+
+    def _mlp_shards(self) -> dict[str, dict]:
+        return {}  # the experts' w1 / w3 are loaded by load_weights below
 
     @property
     def moe_layers(self) -> list[MixtralMoE]:

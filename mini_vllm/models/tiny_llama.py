@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,6 +49,8 @@ class TinyLlamaSpec:
     #: logits of a 64-wide model enough that greedy picks are far from ties.
     init_std: float = 0.1
     seed: int = 0
+    #: The digest's file format (``_FORMAT``; a subclass that writes other files keeps its own).
+    file_format: ClassVar[int] = _FORMAT
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -60,16 +63,25 @@ class TinyLlamaSpec:
         return self.hidden_size // self.num_attention_heads
 
     def digest(self) -> str:
-        blob = json.dumps({**asdict(self), "format": _FORMAT}, sort_keys=True)
+        blob = json.dumps({**asdict(self), "format": self.file_format}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def tiny_llama_weights(spec: TinyLlamaSpec) -> dict[str, np.ndarray]:
-    """Hugging Face-named float32 weights drawn in a fixed order from ``default_rng(seed)``."""
+#: Draws one layer's MLP: ``(layer prefix "model.layers.{i}.", normal) -> named tensors``, where
+#: ``normal(*shape, std=init_std)`` draws the next float32 tensor from the checkpoint's generator.
+MLPWeights = Callable[[str, Callable[..., np.ndarray]], dict[str, np.ndarray]]
+
+
+def tiny_llama_weights(spec: TinyLlamaSpec, mlp: MLPWeights | None = None
+                       ) -> dict[str, np.ndarray]:
+    """Hugging Face-named float32 weights drawn in a fixed order from ``default_rng(seed)``.
+
+    ``mlp`` draws each layer's MLP in place of the dense SwiGLU (``tiny_mixtral``'s experts).
+    """
     rng = np.random.default_rng(spec.seed)
 
-    def normal(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * spec.init_std).astype(np.float32)
+    def normal(*shape: int, std: float = spec.init_std) -> np.ndarray:
+        return (rng.standard_normal(shape) * std).astype(np.float32)
 
     h, hd = spec.hidden_size, spec.head_dim
     q_out, kv_out = spec.num_attention_heads * hd, spec.num_key_value_heads * hd
@@ -80,9 +92,12 @@ def tiny_llama_weights(spec: TinyLlamaSpec) -> dict[str, np.ndarray]:
         w[p + "self_attn.k_proj.weight"] = normal(kv_out, h)
         w[p + "self_attn.v_proj.weight"] = normal(kv_out, h)
         w[p + "self_attn.o_proj.weight"] = normal(h, q_out)
-        w[p + "mlp.gate_proj.weight"] = normal(spec.intermediate_size, h)
-        w[p + "mlp.up_proj.weight"] = normal(spec.intermediate_size, h)
-        w[p + "mlp.down_proj.weight"] = normal(h, spec.intermediate_size)
+        if mlp is not None:
+            w.update(mlp(p, normal))
+        else:
+            w[p + "mlp.gate_proj.weight"] = normal(spec.intermediate_size, h)
+            w[p + "mlp.up_proj.weight"] = normal(spec.intermediate_size, h)
+            w[p + "mlp.down_proj.weight"] = normal(h, spec.intermediate_size)
         w[p + "input_layernorm.weight"] = np.ones(h, np.float32)
         w[p + "post_attention_layernorm.weight"] = np.ones(h, np.float32)
     w["model.norm.weight"] = np.ones(h, np.float32)
@@ -134,8 +149,10 @@ def build_tiny_llama(spec: TinyLlamaSpec | None = None, *, force: bool = False) 
 
 def write_seeded_checkpoint(target: Path, spec: TinyLlamaSpec, config: dict, *, name: str,
                             force: bool = False,
-                            write_extra: Callable[[Path], None] | None = None) -> Path:
-    """Publish ``spec``'s weights with ``config`` (and whatever ``write_extra`` adds, e.g. a
+                            write_extra: Callable[[Path], None] | None = None,
+                            weights: Callable[[Any], dict[str, np.ndarray]] = tiny_llama_weights,
+                            ) -> Path:
+    """Publish ``weights(spec)`` with ``config`` (and whatever ``write_extra`` adds, e.g. a
     tokenizer) at ``target``, atomically; a finished ``target`` is reused unless ``force``."""
     from safetensors.numpy import save_file
 
@@ -145,7 +162,7 @@ def write_seeded_checkpoint(target: Path, spec: TinyLlamaSpec, config: dict, *, 
         shutil.rmtree(target, ignore_errors=True)
     with building(target) as out:
         # "pt": transformers 4 refuses a file whose "format" names no framework it knows.
-        save_file(tiny_llama_weights(spec), str(out / "model.safetensors"),
+        save_file(weights(spec), str(out / "model.safetensors"),
                   metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(config, indent=2))
         if write_extra is not None:

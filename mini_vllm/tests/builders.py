@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
 
 from mini_vllm import LLMEngine, SamplingParams, SchedulerOutput
+from mini_vllm.attention import AttentionMetadata
 
 
 def greedy(max_tokens: int = 4) -> SamplingParams:
@@ -12,18 +16,34 @@ def greedy(max_tokens: int = 4) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
 
-def record_schedules(engine: LLMEngine) -> list[SchedulerOutput]:
-    """Observe-don't-modify probe: wrap schedule(), keep each output, return it unchanged."""
-    outputs: list[SchedulerOutput] = []
+def on_schedule(engine: LLMEngine, observe: Callable[[SchedulerOutput], object]) -> None:
+    """Observe-don't-modify probe: wrap schedule(), show ``observe`` each output as it is made,
+    return it unchanged."""
     original = engine.scheduler.schedule
 
     def probe() -> SchedulerOutput:
         out = original()
-        outputs.append(out)
+        observe(out)
         return out
 
     engine.scheduler.schedule = probe  # type: ignore[method-assign]
+
+
+def record_schedules(engine: LLMEngine) -> list[SchedulerOutput]:
+    """Keep each scheduler output (see :func:`on_schedule`); the list fills as the engine runs."""
+    outputs: list[SchedulerOutput] = []
+    on_schedule(engine, outputs.append)
     return outputs
+
+
+def record_prefix_hits(engine: LLMEngine) -> list[int]:
+    """Each newly scheduled request's ``num_computed_tokens`` when first scheduled: its prefix
+    cache hit. The list fills as the engine runs."""
+    hits: list[int] = []
+    on_schedule(engine, lambda out: hits.extend(
+        r.num_computed_tokens for r in out.scheduled_requests
+        if r.request_id in out.scheduled_new_req_ids))
+    return hits
 
 
 def compositions(outputs: Sequence[SchedulerOutput], names: dict[str, str]) -> list[dict[str, int]]:
@@ -44,3 +64,19 @@ def output_ids(
 ) -> list[list[int]]:
     return [r.output_token_ids for r in engine.generate(list(prompts), params)]
 
+
+
+def dense_last_logits(model: Any, tokens: Sequence[int]) -> np.ndarray:
+    """The last row's logits of ``tokens`` run densely from position 0 (no engine): one request
+    over a fresh paged cache of 16-token blocks."""
+    n, block = len(tokens), 16
+    blocks = -(-n // block)
+    shape = (blocks + 1, block, model.num_kv_heads, model.head_dim)
+    caches = [(np.zeros(shape, model.dtype), np.zeros(shape, model.dtype))
+              for _ in range(model.num_layers)]
+    positions = np.arange(n, dtype=np.int64)
+    meta = AttentionMetadata(query_start_loc=np.array([0, n]), seq_lens=np.array([n]),
+                             block_table=np.arange(1, blocks + 1, dtype=np.int64)[None],
+                             slot_mapping=positions + block, block_size=block)
+    hidden = model.forward(np.array(tokens, dtype=np.int64), positions, caches, meta)
+    return model.compute_logits(hidden[-1:])[0]

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from mini_vllm import EOS_TOKEN_ID, LLMEngine, SamplingParams
-from mini_vllm.attention import AttentionMetadata
 from mini_vllm.beam_search import (
     BeamSearchParams,
     BeamSearchSequence,
@@ -32,7 +31,7 @@ from mini_vllm.models.tiny_llama import (
     tiny_llama_config,
     tiny_llama_weights,
 )
-from mini_vllm.tests.builders import greedy, record_schedules
+from mini_vllm.tests.builders import dense_last_logits, greedy, record_schedules
 from pytest_vllm_katas import assert_close, expect_raises
 
 REORDERED = "float64-reordered"
@@ -54,17 +53,7 @@ class _Tokenizer:
 
 def _dense_logprobs(model: Any, tokens: Sequence[int]) -> np.ndarray:
     """Log-softmax of the last row, ``tokens`` run densely from position 0 (no engine)."""
-    n, block = len(tokens), 16
-    blocks = -(-n // block)
-    shape = (blocks + 1, block, model.num_kv_heads, model.head_dim)
-    caches = [(np.zeros(shape, model.dtype), np.zeros(shape, model.dtype))
-              for _ in range(model.num_layers)]
-    positions = np.arange(n, dtype=np.int64)
-    meta = AttentionMetadata(query_start_loc=np.array([0, n]), seq_lens=np.array([n]),
-                             block_table=np.arange(1, blocks + 1, dtype=np.int64)[None],
-                             slot_mapping=positions + block, block_size=block)
-    hidden = model.forward(np.array(tokens, dtype=np.int64), positions, caches, meta)
-    return log_softmax(model.compute_logits(hidden[-1:])[0])
+    return log_softmax(dense_last_logits(model, tokens))
 
 
 def _honest(model: Any, seq: BeamSearchSequence) -> float:

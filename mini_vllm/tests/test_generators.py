@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from mini_vllm import LLMEngine, Sampler, SamplingParams, SpeculativeConfig, ToyModel
-from mini_vllm.attention import AttentionMetadata
 from mini_vllm.sample.generators import RequestGenerators
-from mini_vllm.tests.builders import record_schedules, run_all
+from mini_vllm.tests.builders import dense_last_logits, record_schedules, run_all
 from pytest_vllm_katas import expect_raises
 
 V = 257
@@ -81,21 +80,6 @@ def alone(tiny_llama: Any) -> dict[str, list[int]]:
             if seed is not None:  # an unseeded request alone is a different draw order
                 _ALONE[rid] = _run(tiny_llama, [(rid, prompt, seed)])[0][rid]
     return _ALONE
-
-
-def _dense_logits(model: Any, tokens: list[int]) -> np.ndarray:
-    """The last row's logits of ``tokens`` run densely from position 0 (no engine)."""
-    n, block = len(tokens), 16
-    blocks = -(-n // block)
-    shape = (blocks + 1, block, model.num_kv_heads, model.head_dim)
-    caches = [(np.zeros(shape, model.dtype), np.zeros(shape, model.dtype))
-              for _ in range(model.num_layers)]
-    positions = np.arange(n, dtype=np.int64)
-    meta = AttentionMetadata(query_start_loc=np.array([0, n]), seq_lens=np.array([n]),
-                             block_table=np.arange(1, blocks + 1, dtype=np.int64)[None],
-                             slot_mapping=positions + block, block_size=block)
-    hidden = model.forward(np.array(tokens, dtype=np.int64), positions, caches, meta)
-    return model.compute_logits(hidden[-1:])[0]
 
 
 # -- the two modes on a flat distribution ----------------------------------------------------
@@ -167,7 +151,7 @@ def test_a_seeded_request_is_its_seeds_stream_over_its_own_logits(tiny_llama: An
     rng = np.random.default_rng(SEED)
     want: list[int] = []
     for _ in range(10):
-        x = _dense_logits(tiny_llama, PROMPT_A + want)
+        x = dense_last_logits(tiny_llama, PROMPT_A + want)
         p = np.exp(x - x.max())
         p /= p.sum()
         want.append(int(rng.choice(p.size, p=p)))

@@ -7,7 +7,7 @@ one pool, slot mapping, positions, ``query_start_loc``/``seq_lens`` for packed r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -117,9 +117,18 @@ def dense_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def dense_llama_logits(weights: dict[str, np.ndarray], config: dict,
-                       token_ids: Sequence[int]) -> np.ndarray:
-    """The textbook float64 Llama on Hugging Face-named weights: logits at every position."""
+def dense_swiglu(h: np.ndarray, w: dict[str, np.ndarray], prefix: str) -> np.ndarray:
+    """Llama's MLP on the layer ``prefix``'s Hugging Face-named weights."""
+    gate = h @ w[prefix + "mlp.gate_proj.weight"].T
+    return (gate / (1 + np.exp(-gate)) * (h @ w[prefix + "mlp.up_proj.weight"].T)) \
+        @ w[prefix + "mlp.down_proj.weight"].T
+
+
+def dense_llama_logits(weights: dict[str, np.ndarray], config: dict, token_ids: Sequence[int],
+                       mlp: Callable[[np.ndarray, dict[str, np.ndarray], str], np.ndarray]
+                       = dense_swiglu) -> np.ndarray:
+    """The textbook float64 Llama on Hugging Face-named weights: logits at every position.
+    ``mlp(h, weights, "model.layers.{i}.")`` is each layer's MLP (Mixtral's test swaps it)."""
     w = {name: t.astype(np.float64) for name, t in weights.items()}
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim, theta = config["head_dim"], config["rope_theta"]
@@ -139,9 +148,7 @@ def dense_llama_logits(weights: dict[str, np.ndarray], config: dict,
                                rope_reference(k, positions, theta), v)
         x = x + attn.reshape(len(x), -1) @ w[p + "self_attn.o_proj.weight"].T
         h = rms(x, w[p + "post_attention_layernorm.weight"])
-        gate = h @ w[p + "mlp.gate_proj.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * (h @ w[p + "mlp.up_proj.weight"].T)) \
-            @ w[p + "mlp.down_proj.weight"].T
+        x = x + mlp(h, w, p)
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     return rms(x, w["model.norm.weight"]) @ head.T
 

@@ -28,13 +28,12 @@ from mini_vllm.models.tiny_mixtral import (
     tiny_mixtral_config,
     tiny_mixtral_weights,
 )
-from mini_vllm.tests.builders import greedy, output_ids
+from mini_vllm.tests.builders import greedy, output_ids, record_prefix_hits
 from mini_vllm.tests.test_llama import (
     F32_RTOL,
     F64_ATOL,
     PROMPT,
-    dense_attention,
-    rope_reference,
+    dense_llama_logits,
     run_prompt,
 )
 from pytest_vllm_katas.invariants import assert_same_outputs
@@ -66,29 +65,11 @@ def dense_moe(h: np.ndarray, w: dict[str, np.ndarray], prefix: str, top_k: int) 
 
 def dense_mixtral_logits(weights: dict[str, np.ndarray], config: dict,
                          token_ids: Sequence[int]) -> np.ndarray:
-    """The textbook float64 Mixtral on Hugging Face-named weights: logits at every position."""
-    w = {name: t.astype(np.float64) for name, t in weights.items()}
-    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
-    head_dim, theta = config["head_dim"], config["rope_theta"]
-    positions = np.arange(len(token_ids))
-
-    def rms(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + config["rms_norm_eps"]) * weight
-
-    x = w["model.embed_tokens.weight"][list(token_ids)]
-    for i in range(config["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        h = rms(x, w[p + "input_layernorm.weight"])
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).reshape(len(x), heads, head_dim)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).reshape(len(x), kv_heads, head_dim)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(len(x), kv_heads, head_dim)
-        attn = dense_attention(rope_reference(q, positions, theta),
-                               rope_reference(k, positions, theta), v)
-        x = x + attn.reshape(len(x), -1) @ w[p + "self_attn.o_proj.weight"].T
-        h = rms(x, w[p + "post_attention_layernorm.weight"])
-        x = x + dense_moe(h, w, p + "block_sparse_moe.", config["num_experts_per_tok"])
-    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-    return rms(x, w["model.norm.weight"]) @ head.T
+    """The textbook float64 Mixtral on Hugging Face-named weights: logits at every position
+    (the dense Llama reference with :func:`dense_moe` as each layer's MLP)."""
+    top_k = config["num_experts_per_tok"]
+    return dense_llama_logits(weights, config, token_ids, mlp=lambda h, w, p: dense_moe(
+        h, w, p + "block_sparse_moe.", top_k))
 
 
 def dense_greedy(weights: dict[str, np.ndarray], config: dict, prompt: Sequence[int],
@@ -263,16 +244,7 @@ def test_caching_chunking_and_preemption_change_no_token(tiny_mixtral) -> None:
                                  num_blocks=256), PROMPTS, params)
     engine = LLMEngine(model=tiny_mixtral, block_size=4, num_blocks=20, max_num_seqs=3,
                        long_prefill_token_threshold=6, max_num_batched_tokens=10)
-    hits: list[int] = []
-    original = engine.scheduler.schedule
-
-    def probe():  # type: ignore[no-untyped-def]
-        out = original()
-        hits.extend(r.num_computed_tokens for r in out.scheduled_requests
-                    if r.request_id in out.scheduled_new_req_ids)
-        return out
-
-    engine.scheduler.schedule = probe  # type: ignore[method-assign]
+    hits = record_prefix_hits(engine)
     outs = engine.generate(PROMPTS, params)
     assert sum(o.num_preemptions for o in outs) > 0, "the cramped pool must really preempt"
     assert sum(hits) > 0, "the shared prefix must really be hit"

@@ -23,7 +23,7 @@ from mini_vllm.distributed import (
 )
 from mini_vllm.distributed.tensor_parallel import kv_heads_of_rank
 from mini_vllm.models.llama import LlamaForCausalLM
-from mini_vllm.tests.builders import greedy
+from mini_vllm.tests.builders import greedy, record_prefix_hits
 from pytest_vllm_katas.invariants import assert_same_outputs
 from pytest_vllm_katas.live.models import smollm2_available, smollm2_missing_reason, smollm2_path
 
@@ -208,16 +208,7 @@ def test_engine_serves_the_same_tokens_and_logits(tiny_llama, sharded, tp: int) 
     model.group.reset_counters()
     rows: list[np.ndarray] = []
     engine = _recording_engine(model, rows, **knobs)
-    hits = []
-    original = engine.scheduler.schedule
-
-    def probe():  # type: ignore[no-untyped-def]
-        out = original()
-        hits.extend(r.num_computed_tokens for r in out.scheduled_requests
-                    if r.request_id in out.scheduled_new_req_ids)
-        return out
-
-    engine.scheduler.schedule = probe  # type: ignore[method-assign]
+    hits = record_prefix_hits(engine)
     outs = engine.generate(PROMPTS, greedy(12))
     assert sum(o.num_preemptions for o in outs) > 0, "the cramped pool must really preempt"
     assert sum(hits) > 0, "the shared prefix must hit the prefix cache"
