@@ -205,6 +205,7 @@ def test_nan_and_infinity_are_not_json(impl) -> None:
 
 @pytest.mark.parametrize("finish", [None, "abort", "eos"])
 def test_unknown_finish_reason_is_refused(impl, finish: Any) -> None:
+    _need("jsonschema")
     with expect_raises(ValueError, f"finish_reason={finish!r} is neither 'stop' nor 'length'",
                        match="finish_reason"):
         impl.verdict(json.dumps(GOOD), finish, PROFILE)
