@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .cache import MARKER, building, models_dir
+from mini_vllm.models.tiny_llama import write_seeded_checkpoint
+
+from .cache import models_dir
 
 # Byte-level vocabulary: ids 0..255 are the bytes, then the special tokens in this order.
 IM_START = "<|im_start|>"
@@ -254,24 +255,15 @@ def tiny_idefics3_path(spec: TinyIdefics3Spec | None = None) -> Path:
 def build_tiny_idefics3(spec: TinyIdefics3Spec | None = None, *, force: bool = False) -> Path:
     """Build (once) the seeded tiny Idefics3 with its tokenizer and processor files; return its
     directory (reused when already built, unless ``force``)."""
-    from safetensors.numpy import save_file
-
     spec = spec or TinyIdefics3Spec()
-    target = tiny_idefics3_path(spec)
-    if (target / MARKER).exists() and not force:
-        return target
-    if force:
-        shutil.rmtree(target, ignore_errors=True)
-    with building(target) as out:
-        # "pt": transformers refuses a file whose "format" names no framework it knows.
-        save_file(tiny_idefics3_weights(spec), str(out / "model.safetensors"),
-                  metadata={"format": "pt"})
-        (out / "config.json").write_text(json.dumps(tiny_idefics3_config(spec), indent=2))
+
+    def write_extra(out: Path) -> None:
         for name, content in processor_files(spec).items():
             (out / name).write_text(json.dumps(content, indent=2))
         (out / "generation_config.json").write_text(json.dumps(
             {"bos_token_id": TOKEN_IDS[IM_START], "eos_token_id": EOS_TOKEN_ID}, indent=2))
         build_tokenizer(out)
-        (out / MARKER).write_text(json.dumps({"model": "tiny-idefics3", **asdict(spec)},
-                                             indent=2))
-    return target
+
+    return write_seeded_checkpoint(tiny_idefics3_path(spec), spec, tiny_idefics3_config(spec),
+                                   name="tiny-idefics3", force=force, write_extra=write_extra,
+                                   weights=tiny_idefics3_weights)
