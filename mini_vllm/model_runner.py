@@ -348,6 +348,11 @@ class ModelRunner:
         else:
             logits = self.model.forward(inputs.input_ids[rows].tolist(),
                                         inputs.positions[rows].tolist())
+        shape = np.shape(logits)
+        if len(shape) != 2 or shape[0] != len(rows):  # row i must be input i's, so count them
+            raise ValueError(f"step {self.num_steps}: the model returned logits of shape {shape} "
+                             f"for {len(rows)} input rows; forward must return one row per "
+                             f"input, [{len(rows)}, vocab_size], row i for input i")
         self.num_steps += 1
         return logits
 

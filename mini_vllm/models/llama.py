@@ -162,7 +162,7 @@ class LlamaAttention:
                  kv_cache: tuple[np.ndarray, np.ndarray],
                  attn_metadata: AttentionMetadata) -> np.ndarray:
         num_tokens = hidden_states.shape[0]
-        qkv = linear(self, "qkv_proj", hidden_states)
+        qkv = self._qkv(hidden_states)
         # Q and K sit side by side in qkv, so one RoPE call rotates both.
         qk = qkv[:, :self.q_size + self.kv_size].reshape(
             num_tokens, self.num_heads + self.num_kv_heads, self.head_dim)
@@ -177,16 +177,25 @@ class LlamaAttention:
                                                   self.scaling)
         return linear(self, "o_proj", attn.reshape(num_tokens, self.q_size))
 
+    def _qkv(self, hidden_states: np.ndarray) -> np.ndarray:
+        """``[num_tokens, q_size + 2 * kv_size]``: q, k and v side by side, before RoPE. A hook:
+        Qwen2's attention adds its q/k/v bias here (``mini_vllm/models/qwen2.py``)."""
+        return linear(self, "qkv_proj", hidden_states)
+
 
 class LlamaDecoderLayer:
     """Pre-norm block: ``h + attn(norm(h))``, then ``h + mlp(norm(h))``; the residual stream is
     carried separately and added inside the next norm, as upstream."""
 
+    #: The attention block's class, built with LlamaAttention's arguments (a hook: Qwen2's layer
+    #: swaps in its biased attention).
+    attn_cls: type[LlamaAttention] = LlamaAttention
+
     def __init__(self, config: dict, rotary_emb: RotaryEmbedding, dtype: np.dtype) -> None:
         hidden = config["hidden_size"]
         num_heads = config["num_attention_heads"]
         eps = config.get("rms_norm_eps", 1e-6)
-        self.self_attn = LlamaAttention(
+        self.self_attn = self.attn_cls(
             hidden, num_heads, config.get("num_key_value_heads") or num_heads,
             config.get("head_dim") or hidden // num_heads, rotary_emb, dtype)
         self.mlp = self._make_mlp(config, dtype)
@@ -374,8 +383,9 @@ class LlamaForCausalLM:
                     if fused not in params:
                         raise ValueError(f"unknown tensor {name!r}: not a Llama weight")
                     rows = self._shards[param_name[1:]][shard_id]
-                    # params are [in, out]: a shard's rows in checkpoint layout are its columns.
-                    target = params[fused][:, rows].T
+                    # params are [in, out]: a shard's rows in checkpoint layout are its columns
+                    # (a stacked 1-D bias, as Qwen2's q/k/v biases, takes its slice alike).
+                    target = params[fused][..., rows].T
                     break
             else:
                 if name not in params:
