@@ -184,6 +184,7 @@ def _decode_main(spec: tuple[str, str], sock: socket.socket, recv_timeout_s: flo
     try:
         module = _load(spec)
         engine = tiny_engine()  # built while the prefill side works: the receiver is ready
+        Path(out + READY_SUFFIX).touch()  # for run_decode_faults: start-up is over
         t0 = time.monotonic()
         snapshot = module.recv_snapshot(sock, recv_timeout_s)
         waited = time.monotonic() - t0
@@ -205,6 +206,21 @@ def _read(path: Path, role: str, proc: Any) -> dict[str, Any]:
                 "where": "?", "is_timeout": False, "is_connection": False,
                 "not_implemented": False}
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+READY_SUFFIX = ".ready"
+STARTUP_TIMEOUT_S = 120.0  # spawn, numpy, mini_vllm, the engine: seconds, more on a busy host
+
+
+def _wait_until_ready(procs: dict[str, Any], outs: dict[str, str]) -> None:
+    """Wait until every decode process is about to receive (or has already ended), so that
+    a fault's deadline measures the receiver, not the start-up of a Python process."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    waiting = set(procs)
+    while waiting and time.monotonic() < deadline:
+        waiting = {f for f in waiting
+                   if procs[f].is_alive() and not os.path.exists(outs[f] + READY_SUFFIX)}
+        time.sleep(0.02)
 
 
 def _reap(procs: list[Any], deadline: float) -> list[Any]:
@@ -305,7 +321,8 @@ def run_decode_faults(module: ModuleType, wire: bytes, *, recv_timeout_s: dict[s
                       timeout_s: float = 30.0) -> dict[str, DecodeOutcome]:
     """One real decode process per fault in ``FAULTS``, all started at once. Each gets ``wire``
     (part of a frame) and then its fault; each calls your ``recv_snapshot`` with its own
-    ``recv_timeout_s[fault]``. Waits for them, at most ``timeout_s``; kills what still runs."""
+    ``recv_timeout_s[fault]``. Once every process is ready to receive, waits for them, at most
+    ``timeout_s`` more; kills what still runs."""
     ctx = multiprocessing.get_context("spawn")
     spec = module_source(module)
     with tempfile.TemporaryDirectory(prefix="pd_fault_") as tmp:
@@ -323,6 +340,7 @@ def run_decode_faults(module: ModuleType, wire: bytes, *, recv_timeout_s: dict[s
                     theirs.close()
             for sock in ours.values():
                 sock.sendall(wire)  # fits the socket buffer: nobody need be reading yet
+            _wait_until_ready(procs, outs)
             t0 = time.monotonic()
             ours["died"].close()
             hung = _reap(list(procs.values()), time.monotonic() + timeout_s)
