@@ -66,9 +66,9 @@ def output_ids(
 
 
 
-def dense_last_logits(model: Any, tokens: Sequence[int]) -> np.ndarray:
-    """The last row's logits of ``tokens`` run densely from position 0 (no engine): one request
-    over a fresh paged cache of 16-token blocks."""
+def dense_hidden(model: Any, tokens: Sequence[int]) -> np.ndarray:
+    """Every position's final hidden state for ``tokens`` run densely from position 0 (no
+    engine): one request over a fresh paged cache of 16-token blocks."""
     n, block = len(tokens), 16
     blocks = -(-n // block)
     shape = (blocks + 1, block, model.num_kv_heads, model.head_dim)
@@ -78,5 +78,28 @@ def dense_last_logits(model: Any, tokens: Sequence[int]) -> np.ndarray:
     meta = AttentionMetadata(query_start_loc=np.array([0, n]), seq_lens=np.array([n]),
                              block_table=np.arange(1, blocks + 1, dtype=np.int64)[None],
                              slot_mapping=positions + block, block_size=block)
-    hidden = model.forward(np.array(tokens, dtype=np.int64), positions, caches, meta)
-    return model.compute_logits(hidden[-1:])[0]
+    return model.forward(np.array(tokens, dtype=np.int64), positions, caches, meta)
+
+
+def dense_last_logits(model: Any, tokens: Sequence[int]) -> np.ndarray:
+    """The last row's logits of ``tokens`` run densely (:func:`dense_hidden`)."""
+    return model.compute_logits(dense_hidden(model, tokens)[-1:])[0]
+
+
+def assert_caching_chunking_preemption_change_no_token(model: Any,
+                                                       prompts: Sequence[str]) -> None:
+    """A cramped engine (prefix hits, chunked prefill, preemption, each checked to happen) gives
+    ``model``'s tokens of a plain one, for every prompt."""
+    from pytest_vllm_katas.invariants import assert_same_outputs
+
+    params = greedy(12)
+    plain = output_ids(LLMEngine(model=model, block_size=4, enable_caching=False,
+                                 num_blocks=256), prompts, params)
+    engine = LLMEngine(model=model, block_size=4, num_blocks=20, max_num_seqs=3,
+                       long_prefill_token_threshold=6, max_num_batched_tokens=10)
+    hits = record_prefix_hits(engine)
+    outs = engine.generate(list(prompts), params)
+    assert sum(o.num_preemptions for o in outs) > 0, "the cramped pool must really preempt"
+    assert sum(hits) > 0, "the shared prefix must really be hit"
+    assert_same_outputs(plain, [o.output_token_ids for o in outs],
+                        labels=("plain", "cached + chunked + preempted"))

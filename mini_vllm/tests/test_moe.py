@@ -28,7 +28,11 @@ from mini_vllm.models.tiny_mixtral import (
     tiny_mixtral_config,
     tiny_mixtral_weights,
 )
-from mini_vllm.tests.builders import greedy, output_ids, record_prefix_hits
+from mini_vllm.tests.builders import (
+    assert_caching_chunking_preemption_change_no_token,
+    greedy,
+    output_ids,
+)
 from mini_vllm.tests.test_llama import (
     F32_RTOL,
     F64_ATOL,
@@ -239,17 +243,7 @@ def test_engine_greedy_tokens_equal_the_dense_reference(tiny_mixtral) -> None:
 
 
 def test_caching_chunking_and_preemption_change_no_token(tiny_mixtral) -> None:
-    params = greedy(12)
-    plain = output_ids(LLMEngine(model=tiny_mixtral, block_size=4, enable_caching=False,
-                                 num_blocks=256), PROMPTS, params)
-    engine = LLMEngine(model=tiny_mixtral, block_size=4, num_blocks=20, max_num_seqs=3,
-                       long_prefill_token_threshold=6, max_num_batched_tokens=10)
-    hits = record_prefix_hits(engine)
-    outs = engine.generate(PROMPTS, params)
-    assert sum(o.num_preemptions for o in outs) > 0, "the cramped pool must really preempt"
-    assert sum(hits) > 0, "the shared prefix must really be hit"
-    assert_same_outputs(plain, [o.output_token_ids for o in outs],
-                        labels=("plain", "cached + chunked + preempted"))
+    assert_caching_chunking_preemption_change_no_token(tiny_mixtral, PROMPTS)
 
 
 def test_set_moe_impl_drives_every_layer_and_restores_the_default(tiny_mixtral) -> None:

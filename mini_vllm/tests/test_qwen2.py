@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from mini_vllm import LLM, LLMEngine
+from mini_vllm import LLM
 from mini_vllm.models import qwen2, registry
 from mini_vllm.models.llama import LlamaForCausalLM
 from mini_vllm.models.loader import load_model
@@ -23,7 +23,10 @@ from mini_vllm.models.tiny_qwen2 import (
     tiny_qwen2_config,
     tiny_qwen2_weights,
 )
-from mini_vllm.tests.builders import greedy, output_ids, record_prefix_hits
+from mini_vllm.tests.builders import (
+    assert_caching_chunking_preemption_change_no_token,
+    greedy,
+)
 from mini_vllm.tests.test_llama import (
     F32_RTOL,
     F64_ATOL,
@@ -33,7 +36,6 @@ from mini_vllm.tests.test_llama import (
     rope_reference,
     run_prompt,
 )
-from pytest_vllm_katas.invariants import assert_same_outputs
 
 PREFIX = "You are a helpful assistant. "
 PROMPTS = [PREFIX + q for q in ("Why?", "What is a bias?", "Hi")] + ["S" * 30, "hello world"]
@@ -187,17 +189,7 @@ def test_the_bias_matters(tiny) -> None:
 
 
 def test_caching_chunking_and_preemption_change_no_token(tiny_qwen2) -> None:
-    params = greedy(12)
-    plain = output_ids(LLMEngine(model=tiny_qwen2, block_size=4, enable_caching=False,
-                                 num_blocks=256), PROMPTS, params)
-    engine = LLMEngine(model=tiny_qwen2, block_size=4, num_blocks=20, max_num_seqs=3,
-                       long_prefill_token_threshold=6, max_num_batched_tokens=10)
-    hits = record_prefix_hits(engine)
-    outs = engine.generate(PROMPTS, params)
-    assert sum(o.num_preemptions for o in outs) > 0, "the cramped pool must really preempt"
-    assert sum(hits) > 0, "the shared prefix must really be hit"
-    assert_same_outputs(plain, [o.output_token_ids for o in outs],
-                        labels=("plain", "cached + chunked + preempted"))
+    assert_caching_chunking_preemption_change_no_token(tiny_qwen2, PROMPTS)
 
 
 def test_float32_qwen2_is_float32_and_close_to_float64(tiny) -> None:

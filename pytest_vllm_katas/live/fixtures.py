@@ -277,3 +277,13 @@ def tiny_llama_dir() -> Path:
 def smollm2_dir() -> Path:
     """The converted SmolLM2 checkpoint; skips with the fetch command when it is not cached."""
     return model_path_for("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Any:
+    """SmolLM2's byte-level BPE tokenizer (``mini_vllm.tokenizer.HFTokenizer``), loaded once per
+    session so that what is cached on it (``mini_vllm.structured_output.token_bytes``: each id's
+    raw bytes) is built once too; skips with the fetch command when the model is not cached."""
+    from mini_vllm.tokenizer import HFTokenizer
+
+    return HFTokenizer(model_path_for("smollm2"))

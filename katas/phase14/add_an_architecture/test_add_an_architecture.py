@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from mini_vllm import LLM, LLMEngine, SamplingParams
-from mini_vllm.attention import AttentionMetadata
 from mini_vllm.models import registry
 from mini_vllm.models.llama import RotaryEmbedding
 from mini_vllm.models.loader import load_model
@@ -31,6 +30,7 @@ from mini_vllm.models.tiny_qwen2 import (
     tiny_qwen2_config,
     tiny_qwen2_weights,
 )
+from mini_vllm.tests.builders import dense_hidden
 from pytest_vllm_katas import assert_close, expect_raises
 from pytest_vllm_katas.invariants import assert_same_outputs
 
@@ -257,17 +257,7 @@ def learner_model(impl: Any, model_dir: Any, dtype: Any = np.float64) -> Any:
 
 def prefill_logits(model: Any, token_ids: Sequence[int]) -> np.ndarray:
     """Every position's logits, ``token_ids`` run as one request over a fresh paged cache."""
-    n, block = len(token_ids), 8
-    blocks = -(-n // block)
-    shape = (blocks + 1, block, model.num_kv_heads, model.head_dim)
-    caches = [(np.zeros(shape, model.dtype), np.zeros(shape, model.dtype))
-              for _ in range(model.num_layers)]
-    positions = np.arange(n, dtype=np.int64)
-    meta = AttentionMetadata(query_start_loc=np.array([0, n]), seq_lens=np.array([n]),
-                             block_table=np.arange(1, blocks + 1, dtype=np.int64)[None],
-                             slot_mapping=positions + block, block_size=block)
-    hidden = model.forward(np.asarray(token_ids, dtype=np.int64), positions, caches, meta)
-    return model.compute_logits(hidden)
+    return model.compute_logits(dense_hidden(model, token_ids))
 
 
 PROMPT_IDS = list(b"Qwen2 is Llama with a bias on q, k and v.")

@@ -195,20 +195,10 @@ BPE_TEXTS = [MIXED, "日本語のテキスト", "😀😃🎉 ok", "Ünïcödé 
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    from pytest_vllm_katas.live.models import (
-        smollm2_available,
-        smollm2_missing_reason,
-        smollm2_path,
-    )
-
-    if not smollm2_available():
-        pytest.skip(smollm2_missing_reason())
+def smollm2(smollm2_tokenizer):
     from mini_vllm.structured_output import token_bytes
-    from mini_vllm.tokenizer import HFTokenizer
 
-    tokenizer = HFTokenizer(smollm2_path())
-    return tokenizer, token_bytes(tokenizer)
+    return smollm2_tokenizer, token_bytes(smollm2_tokenizer)
 
 
 def _is_valid_utf8(data: bytes) -> bool:

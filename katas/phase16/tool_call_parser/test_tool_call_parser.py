@@ -248,19 +248,10 @@ def test_end_to_end_bytes_through_the_detokenizer(impl) -> None:
         f"a stream cut inside a character ends with the detokenizer's honest U+FFFD; got {events}")
 
 
-def test_end_to_end_on_smollm2_tokens(impl) -> None:
-    from pytest_vllm_katas.live.models import (
-        smollm2_available,
-        smollm2_missing_reason,
-        smollm2_path,
-    )
-
-    if not smollm2_available():
-        pytest.skip(smollm2_missing_reason())
+def test_end_to_end_on_smollm2_tokens(impl, smollm2_tokenizer) -> None:
     from mini_vllm.structured_output import token_bytes
-    from mini_vllm.tokenizer import HFTokenizer
 
-    tokenizer = HFTokenizer(smollm2_path())
+    tokenizer = smollm2_tokenizer
     ids = tokenizer.encode(E2E_TEXT)
     events = impl.stream_tool_calls(ids, token_bytes(tokenizer))
     assert merge_content(events) == oracle(E2E_TEXT), (
