@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -543,7 +544,10 @@ def run_suite(bugs: Sequence[str], module: ModuleType) -> int:
         print(f"== {bug}: mini_vllm's suite on {base / PACKAGE}", flush=True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(base), *filter(None, [os.environ.get("PYTHONPATH")])]))
-        rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-x", "-p",
+        # One worker per core when pytest-xdist is there (the dev extra): seven copies of the
+        # whole suite are minutes of work.
+        spread = ["-n", "auto"] if importlib.util.find_spec("xdist") else []
+        rc = subprocess.call([sys.executable, "-m", "pytest", "-q", "-x", *spread, "-p",
                               "no:cacheprovider", f"{PACKAGE}/tests"], cwd=base, env=env)
         status = status or rc
     return status
