@@ -55,8 +55,21 @@ def regression_full_prefix_hit(vllm: ModuleType) -> None:
 
 
 def fix_full_prefix_hit() -> list[Edit]:
+    # Both halves: the cap, so that a hit never covers the whole prompt, and the scheduler's own
+    # guard, so that a KV manager without the cap (mini_vllm's tests plug one in) still gets the
+    # last token recomputed instead of a request that never runs.
     return [Edit("kv_cache.py", "max_hit_blocks = request.num_tokens // self.block_size",
-                 "max_hit_blocks = (request.num_tokens - 1) // self.block_size")]
+                 "max_hit_blocks = (request.num_tokens - 1) // self.block_size"),
+            Edit("scheduler.py", "            num_new = request.num_tokens - num_cached\n",
+                 "            num_new = request.num_tokens - num_cached\n"
+                 "            if num_new == 0:\n"
+                 "                # Whole prompt cached: still recompute the last token, which "
+                 "produces the logits.\n"
+                 "                # Unreachable with the num_tokens - 1 hit cap; kept for KV "
+                 "managers without it.\n"
+                 "                request.num_computed_tokens = num_cached = "
+                 "request.num_tokens - 1\n"
+                 "                num_new = 1\n")]
 
 
 def scope_full_prefix_hit() -> str:
@@ -68,12 +81,14 @@ def scope_full_prefix_hit() -> str:
         "num_tokens, so a fully cached prompt has 0 tokens left to compute; the scheduler then "
         "schedules nothing for it and it waits forever.",
         "cap the hit at num_tokens - 1 tokens: the last prompt token is always recomputed, "
-        "since its forward pass produces the logits of the first new token.",
+        "since its forward pass produces the logits of the first new token; and restore the "
+        "scheduler's guard that recomputes it when a KV manager without the cap reports a "
+        "whole-prompt hit.",
         "regression: a two-block prompt sent twice on a block_size=4 engine finishes within a "
         "bounded number of steps with the same tokens; mini_vllm's kv_cache and scheduler tests.",
         "every prefix-cached request (hit lengths drop by one block when the prompt is a whole "
         "number of blocks); parallel sampling (children hit the first child's blocks).",
-        "re-admitting the scheduler's own num_new == 0 guard; the eviction policy.",
+        "the eviction policy; which KV managers may report a whole-prompt hit.",
         "- Should the scheduler also refuse a KV manager that returns a full hit?",
     )
 
